@@ -1,0 +1,62 @@
+# RecLoop developer commands. `make dev` runs the product locally; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export SAM_CLI_TELEMETRY := 0
+export AWS_EC2_METADATA_DISABLED := true
+
+PYTHON_BOOTSTRAP ?= $(shell command -v python3.12 || pyenv which python3.12 2>/dev/null || echo python3.12)
+VENV := .venv
+PY := $(VENV)/bin/python
+SAM := $(VENV)/bin/sam
+STAMP := $(VENV)/.installed
+BUILD_DIR := .aws-sam/build
+SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
+
+.PHONY: help setup dev down test unit lint build bench clean
+
+help:
+	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
+	@echo "make down   stop what 'make dev' started (from another shell)"
+	@echo "make test   install what is needed and run every test"
+	@echo "make unit   fast tests only (no sam build)"
+	@echo "make lint   ruff, sam validate --lint, cfn-lint"
+	@echo "make bench  benchmarks, JSON on stdout"
+	@echo "make build  sam build into $(BUILD_DIR)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements-dev.txt layers/core/requirements.txt layers/core/pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(BUILD_DIR)/template.yaml: $(STAMP) template.yaml $(SOURCES)
+	$(SAM) build --cached --parallel
+
+build: $(BUILD_DIR)/template.yaml
+
+dev: $(STAMP)
+	$(PY) -m local.dev
+
+down:
+	-$(PY) -m local.dev --down
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(SAM) validate --lint
+	$(SAM) validate --region us-east-1
+	$(VENV)/bin/cfn-lint template.yaml
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -m "not build and not e2e" -q
+
+test: $(STAMP) build
+	$(PY) -m pytest tests --cov --cov-report=term --cov-fail-under=85 -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf .aws-sam .pytest_cache .coverage

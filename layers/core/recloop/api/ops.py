@@ -1,0 +1,62 @@
+"""Operational routes: health of every dependency and service metrics aggregated across instances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler.api_gateway import Router
+
+from recloop import __version__
+from recloop.api.models import ComponentHealth, HealthOut, LatencyOut, MetricsOut
+from recloop.api.resolver import json_response
+from recloop.health import check_components, overall_status
+from recloop.interactions import EventType
+from recloop.metrics import DEFAULT_WINDOW_MINUTES, counters, latency_summary
+from recloop.services import get_services
+
+router = Router()
+
+
+@router.get("/api/v1/health", summary="Reachability of Redis, S3 and Kinesis", tags=["operations"])
+def get_health() -> Any:
+    services = get_services()
+    components = check_components(
+        services.redis,
+        services.aws_client("s3", probe=True),
+        services.aws_client("kinesis", probe=True),
+        services.settings.bucket_name,
+        services.settings.stream_name,
+    )
+    status = overall_status(components)
+    body = HealthOut(
+        status=status,  # type: ignore[arg-type]
+        version=__version__,
+        components={
+            name: ComponentHealth(
+                status="healthy" if c.healthy else "unhealthy", latency_ms=c.latency_ms, error=c.error
+            )
+            for name, c in components.items()
+        },
+    )
+    return json_response(503 if status == "unhealthy" else 200, body.model_dump(exclude_none=True))
+
+
+@router.get("/api/v1/metrics", summary="Latency percentiles, event counts, cold-start and cache rates", tags=["operations"])
+def get_metrics() -> MetricsOut:
+    redis_client = get_services().redis
+    counts = counters(redis_client)
+    events = {kind.value: counts.get(f"events:{kind.value}", 0) for kind in EventType}
+    total_recs = counts.get("recommend:total", 0)
+    hits, misses = counts.get("cache:hit", 0), counts.get("cache:miss", 0)
+    return MetricsOut(
+        window_minutes=DEFAULT_WINDOW_MINUTES,
+        latency={
+            endpoint: LatencyOut(count=s.count, p50_ms=s.p50_ms, p95_ms=s.p95_ms, p99_ms=s.p99_ms)
+            for endpoint, s in latency_summary(redis_client).items()
+        },
+        events=events,
+        events_total=sum(events.values()),
+        recommendations_total=total_recs,
+        cold_start_rate=round(counts.get("recommend:cold", 0) / total_recs, 4) if total_recs else 0.0,
+        cache_hit_rate=round(hits / (hits + misses), 4) if hits + misses else 0.0,
+    )

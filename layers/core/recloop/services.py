@@ -1,0 +1,63 @@
+"""The process-wide wiring of settings, clients and domain services (created once per Lambda instance)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from recloop.features import FeatureStore
+from recloop.ingest import IngestService, KinesisEventStream
+from recloop.recommender import Recommender
+from recloop.settings import Settings, get_settings
+from recloop.store import RedisClient, connect
+
+# Fail fast: a Lambda should answer 503 within its API timeout, not hang on a dead endpoint.
+AWS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+# Health probes answer for the moment: one quick attempt.
+PROBE_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> RedisClient:
+        return connect(self.settings)
+
+    @cached_property
+    def store(self) -> FeatureStore:
+        return FeatureStore(self.redis, self.settings)
+
+    @cached_property
+    def recommender(self) -> Recommender:
+        return Recommender(self.store, self.settings)
+
+    @cached_property
+    def ingest(self) -> IngestService:
+        return IngestService(self.store, KinesisEventStream(self.aws_client("kinesis"), self.settings.stream_name))
+
+    def aws_client(self, name: str, probe: bool = False) -> Any:
+        return _aws_client(name, self.settings.aws_region, probe)
+
+
+@lru_cache(maxsize=16)
+def _aws_client(name: str, region: str, probe: bool) -> Any:
+    # AWS_ENDPOINT_URL (LocalStack, moto server) is honoured by boto3 itself.
+    return boto3.client(name, region_name=region, config=PROBE_CLIENT_CONFIG if probe else AWS_CLIENT_CONFIG)
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    return Services(get_settings())
+
+
+def reset_services() -> None:
+    """Forget settings and clients (tests change the environment between cases)."""
+    get_services.cache_clear()
+    get_settings.cache_clear()
+    _aws_client.cache_clear()

@@ -1,0 +1,87 @@
+"""Runtime configuration: one pydantic model read from the environment, validated at cold start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class AllocationStrategy(StrEnum):
+    THOMPSON_SAMPLING = "thompson_sampling"
+    EPSILON_GREEDY = "epsilon_greedy"
+    FIXED_SPLIT = "fixed_split"
+
+
+class SettingsError(RuntimeError):
+    """A configuration value is missing or invalid; raised at cold start so the function never serves."""
+
+
+class Settings(BaseModel):
+    """Every field is read from the environment variable named by its alias."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # Guide's names and defaults (DESIGN section 12).
+    online_learning_buffer_size: int = Field(1000, alias="ONLINE_LEARNING_BUFFER_SIZE", ge=1, le=1_000_000)
+    online_learning_batch_size: int = Field(32, alias="ONLINE_LEARNING_BATCH_SIZE", ge=1, le=100_000)
+    online_learning_learning_rate: float = Field(0.001, alias="ONLINE_LEARNING_LEARNING_RATE", gt=0, le=10)
+    drift_threshold: float = Field(0.05, alias="DRIFT_THRESHOLD", gt=0, lt=1)
+    retrain_interval_hours: float = Field(168, alias="RETRAIN_INTERVAL_HOURS", gt=0)
+    min_new_interactions: int = Field(10_000, alias="MIN_NEW_INTERACTIONS", ge=1)
+    default_allocation_strategy: AllocationStrategy = Field(
+        AllocationStrategy.THOMPSON_SAMPLING, alias="DEFAULT_ALLOCATION_STRATEGY"
+    )
+    default_traffic_percentage: float = Field(100.0, alias="DEFAULT_TRAFFIC_PERCENTAGE", ge=0, le=100)
+
+    # Infrastructure.
+    redis_url: str = Field("", alias="REDIS_URL")
+    redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")
+    redis_timeout_seconds: float = Field(1.0, alias="REDIS_TIMEOUT_SECONDS", gt=0, le=30)
+    bucket_name: str = Field("", alias="BUCKET_NAME")
+    stream_name: str = Field("", alias="STREAM_NAME")
+    aws_endpoint_url: str = Field("", alias="AWS_ENDPOINT_URL")
+    aws_region: str = Field("us-east-1", alias="AWS_REGION")
+
+    # Features and recommendations.
+    # >= 1 day keeps the decay epoch valid for 900 half-lives (about 2.5 years at the minimum).
+    popularity_half_life_hours: float = Field(168.0, alias="POPULARITY_HALF_LIFE_HOURS", ge=24, le=87_600)
+    recent_items_cap: int = Field(50, alias="RECENT_ITEMS_CAP", ge=1, le=1000)
+    cooccurrence_window: int = Field(20, alias="COOCCURRENCE_WINDOW", ge=1, le=200)
+    cooccurrence_cap: int = Field(200, alias="COOCCURRENCE_CAP", ge=10, le=10_000)
+    popularity_prior_weight: float = Field(0.2, alias="POPULARITY_PRIOR_WEIGHT", ge=0)
+    popularity_cache_seconds: float = Field(1.0, alias="POPULARITY_CACHE_SECONDS", ge=0, le=3600)
+    attribution_window_seconds: int = Field(86_400, alias="ATTRIBUTION_WINDOW_SECONDS", ge=60, le=30 * 86_400)
+    max_recommendations: int = Field(100, alias="MAX_RECOMMENDATIONS", ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _batch_fits_buffer(self) -> Settings:
+        if self.online_learning_batch_size > self.online_learning_buffer_size:
+            raise ValueError("ONLINE_LEARNING_BATCH_SIZE must not exceed ONLINE_LEARNING_BUFFER_SIZE")
+        return self
+
+    @property
+    def half_life_seconds(self) -> float:
+        return self.popularity_half_life_hours * 3600.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        names = {field.alias for field in cls.model_fields.values() if field.alias}
+        values = {name: env[name] for name in names if env.get(name, "") != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid RecLoop configuration: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once."""
+    return Settings.from_env()
