@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 
-PYTHON_BOOTSTRAP ?= $(shell command -v python3.12 || pyenv which python3.12 2>/dev/null || echo python3.12)
+PYTHON_BOOTSTRAP ?= $(shell PYENV_VERSION=3.12 pyenv which python3.12 2>/dev/null || command -v python3.12 || echo python3.12)
 VENV := .venv
 PY := $(VENV)/bin/python
 SAM := $(VENV)/bin/sam

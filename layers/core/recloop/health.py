@@ -28,7 +28,9 @@ def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def check_components(redis_client: Any, s3_client: Any, kinesis_client: Any, bucket: str, stream: str) -> dict[str, ComponentStatus]:
+def check_components(
+    redis_client: Any, s3_client: Any, kinesis_client: Any, bucket: str, stream: str
+) -> dict[str, ComponentStatus]:
     return {
         "redis": probe(redis_client.ping),
         "s3": probe(lambda: s3_client.head_bucket(Bucket=bucket)),

@@ -26,7 +26,7 @@ logger = Logger(child=True)
 KINESIS_BATCH_LIMIT = 500
 
 
-class StreamUnavailable(RuntimeError):
+class StreamUnavailableError(RuntimeError):
     """The event stream could not take the events; nothing was written."""
 
 
@@ -56,7 +56,7 @@ class KinesisEventStream:
         except Exception as exc:  # botocore raises many types; all mean the stream is unavailable
             logger.warning("event stream unavailable", extra={"error": repr(exc)})
             if not outcome:
-                raise StreamUnavailable(str(exc)) from exc
+                raise StreamUnavailableError(str(exc)) from exc
             outcome.extend(["stream unavailable"] * (len(events) - len(outcome)))
         return outcome
 
@@ -79,10 +79,10 @@ class IngestService:
         self.stream = stream
 
     def ingest(self, events: Sequence[Interaction]) -> list[IngestResult]:
-        """Stream, then features. Raises StreamUnavailable if the stream took none of them."""
+        """Stream, then features. Raises StreamUnavailableError if the stream took none of them."""
         errors = self.stream.put(events)
         if events and all(errors):
-            raise StreamUnavailable(errors[0] or "stream refused every event")
+            raise StreamUnavailableError(errors[0] or "stream refused every event")
         stored = [event for event, error in zip(events, errors, strict=True) if error is None]
         try:
             fresh = dict(zip((e.event_id for e in stored), self.store.apply_many(stored), strict=True))

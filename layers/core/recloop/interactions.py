@@ -14,9 +14,7 @@ MAX_ID_LENGTH = 128
 MAX_CONTEXT_BYTES = 4096
 
 # Identifiers: printable, no whitespace, bounded so keys and stream records stay small.
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.:@\-]+$")
-]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
 
 
 class EventType(StrEnum):

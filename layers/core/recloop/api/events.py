@@ -20,7 +20,7 @@ from recloop.api.models import (
 )
 from recloop.api.resolver import ApiError, field_errors, json_response
 from recloop.features import ItemMetadata
-from recloop.ingest import StreamUnavailable, received_now
+from recloop.ingest import StreamUnavailableError, received_now
 from recloop.interactions import Interaction, InteractionIn
 from recloop.services import get_services
 
@@ -31,7 +31,7 @@ metrics = Metrics()
 def _ingest(events: list[Interaction]):
     try:
         results = get_services().ingest.ingest(events)
-    except StreamUnavailable as exc:
+    except StreamUnavailableError as exc:
         raise ApiError(
             503, "stream_unavailable", "the event stream did not accept the event; nothing was recorded, retry later"
         ) from exc
@@ -70,7 +70,9 @@ def post_events_batch(batch: EventBatchIn) -> Any:
             if outcome.accepted:
                 status = "duplicate" if outcome.duplicate else "accepted"
                 results[index] = BatchEventResult(
-                    index=index, status=status, event_id=outcome.event.event_id,
+                    index=index,
+                    status=status,
+                    event_id=outcome.event.event_id,
                     features_updated=outcome.features_updated,
                 )
             else:

@@ -120,4 +120,3 @@ class MetricsOut(BaseModel):
     recommendations_total: int
     cold_start_rate: float
     cache_hit_rate: float
-

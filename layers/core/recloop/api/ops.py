@@ -41,7 +41,9 @@ def get_health() -> Any:
     return json_response(503 if status == "unhealthy" else 200, body.model_dump(exclude_none=True))
 
 
-@router.get("/api/v1/metrics", summary="Latency percentiles, event counts, cold-start and cache rates", tags=["operations"])
+@router.get(
+    "/api/v1/metrics", summary="Latency percentiles, event counts, cold-start and cache rates", tags=["operations"]
+)
 def get_metrics() -> MetricsOut:
     redis_client = get_services().redis
     counts = counters(redis_client)

@@ -1,0 +1,1 @@
+"""Benchmarks of RecLoop, run in-process against a real Redis server; each prints one JSON object."""

@@ -1,0 +1,212 @@
+"""`python -m bench`: latency and throughput of the event and recommend paths (JSON on stdout).
+
+Usage: python -m bench [--catalogues 10000,100000] [--events N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import log, redis_server, summary, timings_ms, zipf_items
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_780_000_000.0
+EVENT_TYPES = ["view", "view", "view", "click", "click", "like", "purchase", "dislike"]
+
+
+def configure(redis_url: str) -> None:
+    os.environ.update(
+        REDIS_URL=redis_url,
+        BUCKET_NAME="recloop-bench",
+        STREAM_NAME="recloop-bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="RecLoop",
+        POWERTOOLS_LOG_LEVEL="ERROR",
+    )
+
+
+def raw_redis_round_trip(client: Any, repeat: int) -> dict[str, float]:
+    return summary(timings_ms(lambda _: client.ping(), repeat))
+
+
+def seed(store: Any, catalogue: int, interactions: int, users: int, seed_value: int = 7) -> None:
+    """Long-tailed synthetic traffic over the catalogue, applied through the real feature path."""
+    from recloop.interactions import InteractionIn
+
+    rng = np.random.default_rng(seed_value)
+    items = zipf_items(rng, catalogue, interactions)
+    who = rng.integers(0, users, size=interactions)
+    kinds = rng.integers(0, len(EVENT_TYPES), size=interactions)
+    batch = []
+    for n in range(interactions):
+        batch.append(
+            InteractionIn(
+                user_id=f"u{who[n]}", item_id=f"i{items[n]}", event_type=EVENT_TYPES[kinds[n]], timestamp=T0 + n
+            ).to_event(T0 + n)
+        )
+        if len(batch) == 1000:
+            store.apply_many(batch)
+            batch = []
+    store.apply_many(batch)
+    # Every catalogue item exists, even those nobody touched yet.
+    pipe = store.redis.pipeline(transaction=False)
+    for item in range(catalogue):
+        pipe.zadd("recloop:pop", {f"i{item}": 0.0}, nx=True)
+        if item % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+
+
+def bench_feature_updates(store: Any, repeat: int) -> dict[str, Any]:
+    from recloop.interactions import InteractionIn
+
+    rng = np.random.default_rng(11)
+    users, items = rng.integers(0, 20_000, size=repeat + 100), rng.integers(0, 100_000, size=repeat + 100)
+    events = [
+        InteractionIn(user_id=f"b{users[n]}", item_id=f"i{items[n]}", event_type="click", timestamp=T0 + n).to_event(
+            T0 + n
+        )
+        for n in range(repeat + 100)
+    ]
+    single = summary(timings_ms(lambda n: store.apply(events[n]), repeat, warmup=100))
+    batch_events = [
+        InteractionIn(user_id=f"c{n % 5000}", item_id=f"i{n % 30_000}", event_type="view", timestamp=T0 + n).to_event(
+            T0 + n
+        )
+        for n in range(20_000)
+    ]
+    started = time.perf_counter()
+    for start in range(0, len(batch_events), 500):
+        store.apply_many(batch_events[start : start + 500])
+    batched = len(batch_events) / (time.perf_counter() - started)
+    return {
+        "feature_update": single,
+        "feature_update_events_per_s_sequential": round(1000 / single["mean_ms"], 1),
+        "feature_update_events_per_s_batches_of_500": round(batched, 1),
+    }
+
+
+def bench_event_handler(repeat: int) -> dict[str, Any]:
+    """The whole POST /event handler, with Kinesis emulated in-process by moto (its cost included)."""
+    import boto3
+    from moto import mock_aws
+
+    from tests.conftest import ApiClient
+
+    with mock_aws():
+        boto3.client("kinesis", region_name="us-east-1").create_stream(StreamName="recloop-bench", ShardCount=1)
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="recloop-bench")
+        api = ApiClient()
+        samples = timings_ms(
+            lambda n: api.post_event(user_id=f"h{n % 3000}", item_id=f"i{n % 9000}", event_type="click"), repeat
+        )
+        return {"event_handler_with_moto_kinesis": summary(samples)}
+
+
+def bench_recommend(recommender: Any, users: int, repeat: int) -> dict[str, Any]:
+    known = timings_ms(lambda n: recommender.recommend(f"u{(n * 7919) % users}", 10), repeat)
+    cold = timings_ms(lambda n: recommender.recommend(f"nobody{n}", 10), repeat)
+    return {"known_user": summary(known), "cold_user": summary(cold)}
+
+
+def import_and_init_seconds(function: str) -> dict[str, Any]:
+    """Fresh interpreter: import the handler module (Powertools, pydantic, redis, the resolver)."""
+    built = ROOT / ".aws-sam" / "build"
+    code_dir = (
+        next(
+            (
+                d
+                for d in built.glob("*")
+                if d.is_dir() and (d / "app.py").exists() and function.lower() in d.name.lower()
+            ),
+            None,
+        )
+        if built.exists()
+        else None
+    )
+    if code_dir is not None:
+        layers = [str(d / "python") for d in built.glob("*Layer*") if (d / "python").exists()]
+        path = os.pathsep.join([str(code_dir), *layers])
+        source = "sam build output"
+    else:
+        code_dir = ROOT / "functions" / function
+        path = str(code_dir)
+        source = "source tree + virtualenv"
+    script = "import time;t=time.perf_counter();import app;print(time.perf_counter()-t)"
+    env = {**os.environ, "PYTHONPATH": path}
+    runs = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", script], cwd=code_dir, env=env, capture_output=True, text=True, check=True
+        )
+        runs.append(float(out.stdout.strip().splitlines()[-1]))
+    return {"seconds_min": round(min(runs), 4), "seconds_max": round(max(runs), 4), "from": source}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--catalogues", default="10000,100000")
+    parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--interactions-per-item", type=float, default=2.0)
+    args = parser.parse_args()
+
+    report: dict[str, Any] = {"python": sys.version.split()[0], "machine": os.uname().machine, "cores": os.cpu_count()}
+    with redis_server() as url:
+        configure(url)
+        from recloop.features import FeatureStore
+        from recloop.recommender import Recommender
+        from recloop.settings import Settings
+        from recloop.store import connect
+
+        settings = Settings.from_env()
+        client = connect(settings)
+        report["redis_round_trip"] = raw_redis_round_trip(client, args.repeat)
+        log("redis round trip done")
+
+        client.flushdb()
+        report["ingest"] = bench_feature_updates(FeatureStore(client, settings), args.repeat)
+        report["ingest"].update(bench_event_handler(min(args.repeat, 1000)))
+        log("ingest done")
+
+        report["recommend"] = {}
+        for catalogue in (int(c) for c in args.catalogues.split(",")):
+            client.flushdb()
+            users = max(1000, catalogue // 5)
+            store = FeatureStore(client, settings)
+            started = time.perf_counter()
+            seed(store, catalogue, int(catalogue * args.interactions_per_item), users)
+            seeded = time.perf_counter() - started
+            result = bench_recommend(Recommender(store, settings), users, args.repeat)
+            result["catalogue_items"] = catalogue
+            result["seed_interactions"] = int(catalogue * args.interactions_per_item)
+            result["seed_seconds"] = round(seeded, 2)
+            report["recommend"][str(catalogue)] = result
+            log(f"recommend at {catalogue} items done")
+        client.flushdb()
+
+    report["import_and_init"] = {fn: import_and_init_seconds(fn) for fn in ("recommend", "event", "ops")}
+    targets = {
+        "event_feature_update_p99_ms<=3": report["ingest"]["feature_update"]["p99_ms"] <= 3,
+        "recommend_p99_ms_at_100k<=15": report["recommend"].get("100000", {}).get("known_user", {}).get("p99_ms", 1e9)
+        <= 15,
+        "recommend_import_init_s<=1": report["import_and_init"]["recommend"]["seconds_max"] <= 1,
+    }
+    report["targets_met"] = targets
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Regenerate events/*.json: one API Gateway proxy event per route, for `sam local invoke -e` and the tests.
+
+Each event starts as the output of `sam local generate-event apigateway aws-proxy` and is then edited into the
+shape API Gateway really sends for a JSON API: the body as a plain JSON string (isBase64Encoded false), JSON
+headers, no sample query string, path parameters or stage variables, and the guide's example bodies.
+
+    .venv/bin/python -m local.generate_events            # rewrite events/
+    .venv/bin/python -m local.generate_events --check    # exit 1 when events/ is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS_DIR = ROOT / "events"
+STAGE = "v1"
+# Fixed so that regenerating gives byte-identical files.
+REQUEST_TIME = "27/Nov/2026:12:00:00 +0000"
+REQUEST_TIME_EPOCH_MS = 1795780800000
+
+
+@dataclass(frozen=True)
+class Route:
+    filename: str
+    method: str
+    resource: str
+    body: Any = None  # JSON-serialisable request body; None for requests without one
+    accept: str = "application/json"
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "event_post.json",
+        "POST",
+        "/api/v1/event",
+        {"user_id": "user_123", "item_id": "item_50", "event_type": "click"},
+    ),
+    Route(
+        "events_batch_post.json",
+        "POST",
+        "/api/v1/events/batch",
+        {
+            "events": [
+                {"user_id": "user_123", "item_id": "item_50", "event_type": "view"},
+                {"user_id": "user_123", "item_id": "item_50", "event_type": "click"},
+                {"user_id": "user_123", "item_id": "item_51", "event_type": "like"},
+                {"user_id": "user_456", "item_id": "item_50", "event_type": "purchase"},
+            ]
+        },
+    ),
+    Route(
+        "items_post.json",
+        "POST",
+        "/api/v1/items",
+        {
+            "items": [
+                {"item_id": "item_50", "categories": ["Drama"], "title": "The Shawshank Redemption (1994)"},
+                {"item_id": "item_51", "categories": ["Comedy", "Romance"], "title": "Groundhog Day (1993)"},
+            ]
+        },
+    ),
+    Route("recommend_post.json", "POST", "/api/v1/recommend", {"user_id": "user_123", "num_recommendations": 5}),
+    Route("health_get.json", "GET", "/api/v1/health"),
+    Route("metrics_get.json", "GET", "/api/v1/metrics"),
+    Route("docs_get.json", "GET", "/docs", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+)
+
+
+def _sam() -> str:
+    local = Path(sys.executable).with_name("sam")
+    found = str(local) if local.exists() else shutil.which("sam")
+    if not found:
+        raise SystemExit("sam not found: run `make setup` (it installs aws-sam-cli into .venv)")
+    return found
+
+
+def generate(route: Route) -> dict[str, Any]:
+    """`sam local generate-event` for the route, then the edits described in the module docstring."""
+    body = "" if route.body is None else json.dumps(route.body, separators=(",", ":"))
+    command = [
+        _sam(),
+        "local",
+        "generate-event",
+        "apigateway",
+        "aws-proxy",
+        "--method",
+        route.method,
+        "--path",
+        route.resource.lstrip("/"),  # sam prepends the slash itself
+        "--resource",
+        route.resource,
+        "--stage",
+        STAGE,
+        "--body",
+        body,
+    ]
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    result = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
+    event = json.loads(result.stdout)
+
+    event["body"] = None if route.body is None else json.dumps(route.body)
+    event["isBase64Encoded"] = False
+    event["queryStringParameters"] = None
+    event["multiValueQueryStringParameters"] = None
+    event["pathParameters"] = None
+    event["stageVariables"] = None
+
+    headers = {
+        key: value
+        for key, value in event["headers"].items()
+        if not key.startswith("CloudFront-") and key not in ("Cache-Control", "Upgrade-Insecure-Requests")
+    }
+    headers["Accept"] = route.accept
+    headers["Accept-Encoding"] = "gzip, deflate"
+    headers["Host"] = "1234567890.execute-api.us-east-1.amazonaws.com"
+    headers["User-Agent"] = "recloop-sample/1.0"
+    if route.body is not None:
+        headers["Content-Type"] = "application/json"
+    event["headers"] = dict(sorted(headers.items()))
+    event["multiValueHeaders"] = {key: [value] for key, value in event["headers"].items()}
+
+    context = event["requestContext"]
+    assert context["path"] == f"/{STAGE}{route.resource}", context["path"]
+    assert context["resourcePath"] == route.resource and context["httpMethod"] == route.method
+    context["requestTime"] = REQUEST_TIME
+    context["requestTimeEpoch"] = REQUEST_TIME_EPOCH_MS
+    context["identity"]["userAgent"] = headers["User-Agent"]
+    return event
+
+
+def render(event: dict[str, Any]) -> str:
+    return json.dumps(event, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report files that would change")
+    parser.add_argument("--out", type=Path, default=EVENTS_DIR, help="output directory (default: events/)")
+    args = parser.parse_args(argv)
+
+    stale = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for route in ROUTES:
+        path = args.out / route.filename
+        text = render(generate(route))
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path.name)
+            continue
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    if stale:
+        print("out of date: " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""The feature store and recommender over a real Redis server."""
+
+import pytest
+import redis
+
+from recloop.features import FeatureStore, ItemMetadata
+from recloop.interactions import Interaction, InteractionIn
+from recloop.recommender import COOCCURRENCE_MODEL, POPULARITY_MODEL, Recommender
+from recloop.settings import Settings
+from recloop.store import Keys
+
+T0 = 1_700_000_000.0
+
+
+def event(user: str, item: str, kind: str = "click", t: float = T0, event_id: str | None = None) -> Interaction:
+    return InteractionIn(user_id=user, item_id=item, event_type=kind, timestamp=t, event_id=event_id).to_event(t)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env({"POPULARITY_CACHE_SECONDS": "0"})
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, settings: Settings) -> FeatureStore:
+    return FeatureStore(redis_client, settings)
+
+
+@pytest.fixture
+def recommender(store: FeatureStore, settings: Settings) -> Recommender:
+    return Recommender(store, settings)
+
+
+def test_one_event_updates_user_item_and_global_features(store: FeatureStore, redis_client: redis.Redis) -> None:
+    assert store.apply(event("u1", "i1", "purchase"))
+    profile = store.user_profile("u1")
+    assert profile.history == {"i1": 1.0}
+    assert profile.event_counts == {"purchase": 1}
+    assert profile.engagement == pytest.approx(1.0)
+    assert [r.item_id for r in profile.recent] == ["i1"]
+    item = store.item_features("i1")
+    assert item["cnt:purchase"] == "1" and item["pos"] == "1"
+    assert redis_client.zscore(Keys.POPULARITY, "i1") > 0
+    assert redis_client.hget(Keys.COUNTERS, "events:purchase") == "1"
+
+
+def test_keys_share_a_cluster_slot_per_user_and_per_item(store: FeatureStore, redis_client: redis.Redis) -> None:
+    store.apply(event("u1", "i1"))
+    store.apply(event("u1", "i2", t=T0 + 1))
+    keys = set(redis_client.keys("*"))
+    user_keys = {k for k in keys if k.startswith("{u:u1}")}
+    assert {Keys.user_features("u1"), Keys.user_items("u1"), Keys.user_recent("u1")} <= user_keys
+    assert Keys.item_cooccurrence("i1") in keys and Keys.item_cooccurrence("i2") in keys
+
+
+def test_same_event_id_counts_once(store: FeatureStore) -> None:
+    assert store.apply(event("u1", "i1", event_id="e-1")) is True
+    assert store.apply(event("u1", "i1", event_id="e-1")) is False
+    assert store.user_profile("u1").event_counts == {"click": 1}
+
+
+def test_recent_items_are_capped(redis_client: redis.Redis) -> None:
+    store = FeatureStore(redis_client, Settings.from_env({"RECENT_ITEMS_CAP": "5"}))
+    store.apply_many([event("u1", f"i{n}", t=T0 + n) for n in range(12)])
+    assert redis_client.llen(Keys.user_recent("u1")) == 5
+    assert store.user_profile("u1").recent[0].item_id == "i11"
+
+
+def test_events_in_one_batch_see_each_other(store: FeatureStore, redis_client: redis.Redis) -> None:
+    store.apply_many([event("u1", "a"), event("u1", "b", t=T0 + 1), event("u1", "c", t=T0 + 2)])
+    assert set(redis_client.zrange(Keys.item_cooccurrence("c"), 0, -1)) == {"a", "b"}
+
+
+def test_decay_favours_recent_popularity(store: FeatureStore, recommender: Recommender) -> None:
+    week = 7 * 86_400
+    store.apply_many([event(f"old{n}", "old_hit", t=T0) for n in range(3)])
+    store.apply_many([event(f"new{n}", "new_hit", t=T0 + 3 * week) for n in range(2)])
+    result = recommender.recommend("nobody", 2, now=T0 + 3 * week)
+    assert [i.item_id for i in result.items] == ["new_hit", "old_hit"]
+    # 2 clicks now vs 3 clicks three half-lives ago: 1.2 against 1.8 / 8.
+    assert result.items[0].score == pytest.approx(1.2)
+    assert result.items[1].score == pytest.approx(1.8 / 8)
+
+
+def seed_two_clusters(store: FeatureStore) -> None:
+    """Users who like 'a' also like 'b' and 'c'; others like x/y/z, which are more popular overall."""
+    for n in range(3):
+        store.apply_many([event(f"ab{n}", "a"), event(f"ab{n}", "b", t=T0 + 1), event(f"ab{n}", "c", t=T0 + 2)])
+    for n in range(6):
+        store.apply_many([event(f"xy{n}", "x"), event(f"xy{n}", "y", t=T0 + 1), event(f"xy{n}", "z", t=T0 + 2)])
+
+
+def test_cold_user_gets_popular_items(store: FeatureStore, recommender: Recommender) -> None:
+    seed_two_clusters(store)
+    result = recommender.recommend("stranger", 3, now=T0 + 10)
+    assert result.cold_start is True
+    assert result.model_version == POPULARITY_MODEL
+    assert {i.item_id for i in result.items} == {"x", "y", "z"}
+
+
+def test_one_event_changes_the_next_recommendation(store: FeatureStore, recommender: Recommender) -> None:
+    seed_two_clusters(store)
+    before = recommender.recommend("u", 3, now=T0 + 10)
+    assert {i.item_id for i in before.items} == {"x", "y", "z"}
+
+    store.apply(event("u", "a", t=T0 + 20))
+    after = recommender.recommend("u", 3, now=T0 + 21)
+    ranked = [i.item_id for i in after.items]
+    assert after.cold_start is False and after.model_version == COOCCURRENCE_MODEL
+    assert "a" not in ranked  # seen items are excluded
+    assert ranked[:2] == ["b", "c"] or ranked[:2] == ["c", "b"]  # co-occurring items outrank the popular ones
+    assert [i.rank for i in after.items] == [1, 2, 3]
+
+
+def test_a_dislike_pushes_the_item_and_its_neighbours_down(store: FeatureStore, recommender: Recommender) -> None:
+    seed_two_clusters(store)
+    assert recommender.recommend("cold", 1, now=T0 + 10).items[0].item_id in {"x", "y", "z"}
+    # Everyone who reacts now dislikes x: it falls in the popularity ranking for everybody.
+    store.apply_many([event(f"hater{n}", "x", "dislike", t=T0 + 30) for n in range(10)])
+    ranked = [i.item_id for i in recommender.recommend("cold", 6, now=T0 + 31).items]
+    assert ranked[-1] == "x"
+
+    # A user who liked 'a' and disliked 'y' gets y's neighbours (x, z) below a's (b, c).
+    store.apply(event("v", "a", "like", t=T0 + 40))
+    store.apply(event("v", "y", "dislike", t=T0 + 41))
+    scores = {i.item_id: i.score for i in recommender.recommend("v", 4, now=T0 + 42).items}
+    assert "y" not in scores and "a" not in scores
+    assert min(scores["b"], scores["c"]) > max(scores["x"], scores["z"])
+    # Without the dislike, z would have scored above its popularity prior alone.
+    assert scores["z"] < Settings().popularity_prior_weight
+
+
+def test_request_exclusions_and_category_filter(store: FeatureStore, recommender: Recommender) -> None:
+    seed_two_clusters(store)
+    store.upsert_items(
+        [ItemMetadata("x", ("Drama",)), ItemMetadata("b", ("Drama", "War")), ItemMetadata("y", ("Comedy",))]
+    )
+    ranked = [i.item_id for i in recommender.recommend("cold", 5, exclude=["x"], now=T0 + 5).items]
+    assert "x" not in ranked
+    drama = [i.item_id for i in recommender.recommend("cold", 5, categories=["Drama"], now=T0 + 5).items]
+    assert drama == ["x", "b"]
+
+
+def test_a_new_catalogue_item_can_be_recommended(store: FeatureStore, recommender: Recommender) -> None:
+    store.apply(event("u1", "old"))
+    store.upsert_items([ItemMetadata("brand_new", ("Documentary",), "A new film")])
+    assert store.item_features("brand_new")["title"] == "A new film"
+    ranked = [i.item_id for i in recommender.recommend("cold", 5, now=T0).items]
+    assert ranked == ["old", "brand_new"]
+
+
+def test_recommendation_is_logged_for_attribution(store: FeatureStore, recommender: Recommender, redis_client) -> None:
+    seed_two_clusters(store)
+    result = recommender.recommend("ab0", 2, now=T0 + 5)
+    log = redis_client.hgetall(Keys.recommendation_log("ab0", result.recommendation_id))
+    assert log["items"].split("|") == [i.item_id for i in result.items]
+    assert log["model_version"] == result.model_version
+    assert 0 < redis_client.ttl(Keys.recommendation_log("ab0", result.recommendation_id)) <= 86_400
+    assert redis_client.hget(Keys.item_features(result.items[0].item_id), "imp") == "1"
+
+
+def test_degraded_answer_uses_the_last_known_popular_items(store: FeatureStore, recommender: Recommender) -> None:
+    assert recommender.degraded_recommendation("u", 3) is None
+    seed_two_clusters(store)
+    recommender.recommend("cold", 3, now=T0 + 5)
+    fallback = recommender.degraded_recommendation("u", 2, exclude=["x"])
+    assert fallback is not None and fallback.degraded and fallback.model_version == POPULARITY_MODEL
+    assert len(fallback.items) == 2 and "x" not in [i.item_id for i in fallback.items]
