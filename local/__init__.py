@@ -1,0 +1,1 @@
+"""Local runtime: RecLoop on one machine without Docker (LocalStack on the host, embedded Redis)."""
