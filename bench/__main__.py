@@ -6,6 +6,8 @@ Usage: python -m bench [--catalogues 10000,100000] [--events N] [--repeat N]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -106,7 +108,8 @@ def bench_event_handler(repeat: int) -> dict[str, Any]:
 
     from tests.conftest import ApiClient
 
-    with mock_aws():
+    # The handler prints Powertools' metric records (EMF) to stdout; keep stdout for the JSON report.
+    with mock_aws(), contextlib.redirect_stdout(io.StringIO()):
         boto3.client("kinesis", region_name="us-east-1").create_stream(StreamName="recloop-bench", ShardCount=1)
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="recloop-bench")
         api = ApiClient()

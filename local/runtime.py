@@ -369,16 +369,27 @@ def boto_client(profile: Profile, service: str) -> Any:
     )
 
 
+def run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> None:
+    """Run a build/deploy step with its chatter in a log file; on failure, show the end of that log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-30:]
+        raise RuntimeError(f"{' '.join(command[:2])} failed (see {log_path}):\n" + "\n".join(tail))
+
+
 def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
-    """sam build, then sam deploy into LocalStack; returns the stack outputs."""
+    """sam build, then sam deploy into LocalStack through CloudFormation; returns the stack outputs."""
     sam = str(Path(sys.executable).with_name("sam"))
     env = aws_env(profile)
+    sam_log = profile.state / "logs" / "sam.log"
     started = time.monotonic()
-    subprocess.run([sam, "build", "--cached", "--parallel"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    run_logged([sam, "build", "--cached", "--parallel"], sam_log, env)
     log(f"sam build: {time.monotonic() - started:.1f} s")
     boto_client(profile, "s3").create_bucket(Bucket=profile.artifacts_bucket)
     started = time.monotonic()
-    subprocess.run(
+    run_logged(
         [
             sam,
             "deploy",
@@ -398,10 +409,8 @@ def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
             f"StageName={STAGE}",
             "LogLevel=INFO",
         ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
+        sam_log,
+        env,
     )
     log(f"sam deploy: {time.monotonic() - started:.1f} s")
     stack = boto_client(profile, "cloudformation").describe_stacks(StackName=profile.stack_name)["Stacks"][0]

@@ -85,6 +85,14 @@ def test_non_json_body_is_a_clear_422(api: ApiClient, redis_client: redis.Redis)
     assert reply["errors"][0]["field"] == "body" and "JSON" in reply["errors"][0]["reason"]
 
 
+def test_json_sent_without_a_json_content_type_is_read_as_json(api: ApiClient) -> None:
+    # `curl -d '{...}'` without -H labels the body application/x-www-form-urlencoded.
+    body = '{"user_id": "u", "item_id": "i", "event_type": "click"}'
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, reply = api.request("event", "POST", "/api/v1/event", raw_body=body, headers=form)
+    assert status == 202 and reply["status"] == "accepted"
+
+
 @pytest.mark.parametrize("count", [0, 101, "ten"])
 def test_num_recommendations_out_of_range(api: ApiClient, redis_client: redis.Redis, count: Any) -> None:
     status, reply = api.request(

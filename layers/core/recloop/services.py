@@ -6,9 +6,6 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from recloop.features import FeatureStore
 from recloop.ingest import IngestService, KinesisEventStream
 from recloop.recommender import Recommender
@@ -16,9 +13,9 @@ from recloop.settings import Settings, get_settings
 from recloop.store import RedisClient, connect
 
 # Fail fast: a Lambda should answer 503 within its API timeout, not hang on a dead endpoint.
-AWS_CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
+AWS_CLIENT_OPTIONS = {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 3, "mode": "standard"}}
 # Health probes answer for the moment: one quick attempt.
-PROBE_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
+PROBE_CLIENT_OPTIONS = {"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1, "mode": "standard"}}
 
 
 @dataclass
@@ -47,8 +44,14 @@ class Services:
 
 @lru_cache(maxsize=16)
 def _aws_client(name: str, region: str, probe: bool) -> Any:
+    # Imported on first use: functions that never call AWS skip boto3's import at cold start.
+    import boto3
+    from botocore.config import Config
+
     # AWS_ENDPOINT_URL (LocalStack, moto server) is honoured by boto3 itself.
-    return boto3.client(name, region_name=region, config=PROBE_CLIENT_CONFIG if probe else AWS_CLIENT_CONFIG)
+    return boto3.client(
+        name, region_name=region, config=Config(**(PROBE_CLIENT_OPTIONS if probe else AWS_CLIENT_OPTIONS))
+    )
 
 
 @lru_cache(maxsize=1)

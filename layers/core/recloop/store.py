@@ -25,6 +25,9 @@ def connect(settings: Settings) -> RedisClient:
         "socket_connect_timeout": settings.redis_timeout_seconds,
         "decode_responses": True,
         "health_check_interval": 30,
+        # RESP2: redis-py 8 converts every RESP3 sorted-set score back to the RESP2 shape in Python, which
+        # dominated recommend latency (hundreds of neighbour scores per request).
+        "protocol": 2,
     }
     if settings.redis_cluster:
         return RedisCluster.from_url(settings.redis_url, **options)

@@ -46,6 +46,21 @@ def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     return described
 
 
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def read_body_as_json(event: dict) -> dict:
+    """Every body this API takes is JSON; `curl -d` without a header labels it as a form, so read it as JSON.
+
+    Done on the raw event because Powertools validates the body before any middleware runs.
+    """
+    headers = event.get("headers") or {}
+    for name in [n for n in headers if n.lower() == "content-type"]:
+        if headers[name].startswith(FORM_CONTENT_TYPE):
+            headers[name] = content_types.APPLICATION_JSON
+    return event
+
+
 def _latency_middleware(app: APIGatewayRestResolver, next_middleware: Callable[..., Response]) -> Response:
     started = time.perf_counter()
     response = next_middleware(app)
@@ -97,6 +112,6 @@ def api_handler(app: APIGatewayRestResolver) -> Callable[[dict, Any], dict]:
     @tracer.capture_lambda_handler
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict, context: Any) -> dict:
-        return app.resolve(event, context)
+        return app.resolve(read_body_as_json(event), context)
 
     return handler
