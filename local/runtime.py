@@ -196,8 +196,8 @@ class Processes:
         deadline = time.monotonic() + grace_seconds
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
-            _kill_group(pid, signal.SIGKILL)
+        # Whatever is left of the group (children that ignored SIGTERM or outlived the leader).
+        _kill_group(pid, signal.SIGKILL)
         return True
 
 
@@ -218,8 +218,9 @@ def _alive(pid: int) -> bool:
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group the process leads (every process here starts its own session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(os.getpgid(pid), sig)
+        os.killpg(pid, sig)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 

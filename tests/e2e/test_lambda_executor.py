@@ -32,8 +32,14 @@ def make_function(aws) -> Iterator[Any]:
     def make(source: str, layers: list[str] | None = None, timeout: int = 10, env: dict | None = None) -> str:
         name = f"recloop-e2e-{uuid.uuid4().hex[:8]}"
         lambda_client.create_function(
-            FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
-            Code={"ZipFile": zipped(source)}, Timeout=timeout, MemorySize=256, Layers=layers or [],
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=ROLE,
+            Handler="app.handler",
+            Code={"ZipFile": zipped(source)},
+            Timeout=timeout,
+            MemorySize=256,
+            Layers=layers or [],
             Environment={"Variables": env or {}},
         )
         lambda_client.get_waiter("function_active_v2").wait(FunctionName=name)

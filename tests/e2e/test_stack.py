@@ -50,8 +50,11 @@ def test_events_arrive_in_kinesis(http: Http, stack, aws) -> None:
             )["ShardIterator"]
             while iterator:
                 page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
-                found += [json.loads(r["Data"]) | {"key": r["PartitionKey"]} for r in page["Records"]
-                          if json.loads(r["Data"])["user_id"] == user]
+                found += [
+                    json.loads(r["Data"]) | {"key": r["PartitionKey"]}
+                    for r in page["Records"]
+                    if json.loads(r["Data"])["user_id"] == user
+                ]
                 iterator = page.get("NextShardIterator") if page["Records"] else None
     assert [(r["event_id"], r["key"], r["event_type"]) for r in found] == [(reply["event_id"], user, "view")]
 
@@ -60,7 +63,9 @@ def test_health_reports_every_component(http: Http) -> None:
     status, reply = http.get("/api/v1/health")
     assert status == 200 and reply["status"] == "healthy"
     assert {name: c["status"] for name, c in reply["components"].items()} == {
-        "redis": "healthy", "s3": "healthy", "kinesis": "healthy",
+        "redis": "healthy",
+        "s3": "healthy",
+        "kinesis": "healthy",
     }
 
 

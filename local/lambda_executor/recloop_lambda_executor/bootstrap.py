@@ -66,7 +66,19 @@ def load_handler():
     return handler, None
 
 
+def die_with_parent() -> None:
+    """Linux: end this sandbox when LocalStack ends, however LocalStack ends."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    die_with_parent()
     sys.path[:0] = [p for p in os.environ.pop("RECLOOP_LAMBDA_PATHS", "").split(os.pathsep) if p]
     read_fd, write_fd = (int(fd) for fd in os.environ.pop("RECLOOP_CONTROL_FDS").split(","))
     requests = os.fdopen(read_fd, "r", encoding="utf-8")
