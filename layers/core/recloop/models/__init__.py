@@ -1,0 +1,1 @@
+"""Recommendation models: bundles in the registry, and the kinds that score candidates."""

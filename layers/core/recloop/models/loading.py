@@ -1,0 +1,32 @@
+"""Turn a stored bundle into a servable model; used at promotion (to refuse what cannot serve) and at serving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from recloop.models.bundle import CorruptModelError, ModelBundle, ModelKind
+
+# kind -> function building the in-memory model from a bundle; each kind's module registers itself.
+LOADERS: dict[ModelKind, Callable[[ModelBundle], Any]] = {}
+
+
+def register_loader(kind: ModelKind) -> Callable[[Callable[[ModelBundle], Any]], Callable[[ModelBundle], Any]]:
+    def decorate(loader: Callable[[ModelBundle], Any]) -> Callable[[ModelBundle], Any]:
+        LOADERS[kind] = loader
+        return loader
+
+    return decorate
+
+
+def load_model(bundle: ModelBundle) -> Any:
+    """The model a bundle holds; CorruptModelError if its kind is unknown or its files do not load."""
+    loader = LOADERS.get(bundle.metadata.kind)
+    if loader is None:
+        raise CorruptModelError(f"no loader for model kind {bundle.metadata.kind!r}")
+    try:
+        return loader(bundle)
+    except CorruptModelError:
+        raise
+    except Exception as exc:  # any failure to load means the version cannot serve
+        raise CorruptModelError(f"{bundle.metadata.version} does not load: {type(exc).__name__}: {exc}") from exc
