@@ -124,6 +124,7 @@ class FeatureStore:
         if event.event_type in CONVERSION_EVENTS:
             pipe.hincrby(item_f, "pos", 1)
         pipe.hset(item_f, "last_ts", repr(event.timestamp))
+        pipe.hsetnx(item_f, "first_ts", repr(event.timestamp))
         pipe.zincrby(Keys.POPULARITY, scaled, event.item_id)
         pipe.sadd(Keys.CATALOG, event.item_id)
         pipe.hincrby(Keys.COUNTERS, f"events:{kind}", 1)

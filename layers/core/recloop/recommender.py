@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from recloop.features import FeatureStore, UserProfile
 from recloop.settings import Settings
@@ -45,6 +45,8 @@ class UserContext:
     neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     popularity: dict[str, float] = field(default_factory=dict)
     max_popularity: float = 0.0
+    # Per-request values of trained models (e.g. the user's MF vector).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class CandidateSource(Protocol):
@@ -55,6 +57,20 @@ class Scorer(Protocol):
     model_version: str
 
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]: ...
+
+
+class ServedModel(Protocol):
+    """A trained model version as the recommender uses it (see recloop.serving)."""
+
+    version: str
+
+    def prepare(self, ctx: UserContext) -> bool:
+        """Per-request state; False when the model cannot serve this user (then the built-in path does)."""
+        ...
+
+    def sources(self) -> list[CandidateSource]: ...
+
+    def scorer(self) -> Scorer: ...
 
 
 class PopularityCache:
@@ -185,9 +201,12 @@ class Recommendation:
 
 
 class Recommender:
-    def __init__(self, store: FeatureStore, settings: Settings) -> None:
+    def __init__(
+        self, store: FeatureStore, settings: Settings, model: Callable[[], ServedModel | None] | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.model = model or (lambda: None)  # the champion of the moment, or None for the built-in scorers
         self.popularity_cache = PopularityCache(store, settings.popularity_cache_seconds)
         self.popularity_source = PopularitySource(self.popularity_cache)
         self.cooccurrence_source = CooccurrenceSource(store)
@@ -215,6 +234,10 @@ class Recommender:
         if not profile.is_cold:
             sources.insert(0, self.cooccurrence_source)
             scorer = self.cooccurrence_scorer
+            served = self.model()
+            if served is not None and served.prepare(ctx):
+                sources += served.sources()
+                scorer = served.scorer()
 
         candidates: dict[str, None] = {}
         for source in sources:

@@ -1,0 +1,184 @@
+"""An in-process store with the Redis commands the feature store uses, for offline point-in-time replays.
+
+Training builds its rows by replaying the event log through the very same `FeatureStore` and feature code
+that serve requests, so a training row holds the features as they were just before its event, never values
+from the future, and training and serving cannot drift apart. Replaying into a Lambda's memory needs no
+Redis server; `tests/integration/test_memory_store.py` checks it answers exactly as a real server does.
+Only the commands and options RecLoop uses are implemented.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import Any
+
+
+class MemoryRedis:
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.lists: dict[str, list[str]] = {}
+        self.zsets: dict[str, dict[str, float]] = {}
+        self.sets: dict[str, set[str]] = {}
+
+    def pipeline(self, transaction: bool = False) -> MemoryPipeline:
+        return MemoryPipeline(self)
+
+    # strings
+    def set(self, key: str, value: Any, nx: bool = False, ex: int | None = None) -> bool | None:
+        if nx and key in self.strings:
+            return None
+        self.strings[key] = str(value)
+        return True
+
+    def expire(self, key: str, seconds: int) -> bool:
+        return True  # an offline replay is short-lived; nothing expires during it
+
+    # hashes
+    def hincrby(self, key: str, field: str, amount: int = 1) -> int:
+        table = self.hashes.setdefault(key, {})
+        value = int(table.get(field, 0)) + int(amount)
+        table[field] = str(value)
+        return value
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> float:
+        table = self.hashes.setdefault(key, {})
+        value = float(table.get(field, 0.0)) + float(amount)
+        table[field] = repr(value)
+        return value
+
+    def hset(self, key: str, field: str | None = None, value: Any = None, mapping: dict | None = None) -> int:
+        table = self.hashes.setdefault(key, {})
+        items = dict(mapping or {})
+        if field is not None:
+            items[field] = value
+        added = sum(1 for f in items if f not in table)
+        table.update({f: str(v) for f, v in items.items()})
+        return added
+
+    def hsetnx(self, key: str, field: str, value: Any) -> bool:
+        table = self.hashes.setdefault(key, {})
+        if field in table:
+            return False
+        table[field] = str(value)
+        return True
+
+    def hget(self, key: str, field: str) -> str | None:
+        return self.hashes.get(key, {}).get(field)
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self.hashes.get(key, {}))
+
+    def hkeys(self, key: str) -> list[str]:
+        return list(self.hashes.get(key, {}))
+
+    # lists
+    def lpush(self, key: str, *values: Any) -> int:
+        items = self.lists.setdefault(key, [])
+        for value in values:
+            items.insert(0, str(value))
+        return len(items)
+
+    def ltrim(self, key: str, start: int, end: int) -> bool:
+        if key in self.lists:
+            self.lists[key] = _slice(self.lists[key], start, end)
+        return True
+
+    def lrange(self, key: str, start: int, end: int) -> list[str]:
+        return _slice(self.lists.get(key, []), start, end)
+
+    # sets
+    def sadd(self, key: str, *members: Any) -> int:
+        target = self.sets.setdefault(key, set())
+        before = len(target)
+        target.update(str(m) for m in members)
+        return len(target) - before
+
+    # sorted sets
+    def zincrby(self, key: str, amount: float, member: str) -> float:
+        zset = self.zsets.setdefault(key, {})
+        zset[member] = zset.get(member, 0.0) + float(amount)
+        return zset[member]
+
+    def zadd(self, key: str, mapping: dict[str, float], nx: bool = False) -> int:
+        zset = self.zsets.setdefault(key, {})
+        added = 0
+        for member, score in mapping.items():
+            if member in zset and nx:
+                continue
+            added += member not in zset
+            zset[member] = float(score)
+        return added
+
+    def zscore(self, key: str, member: str) -> float | None:
+        return self.zsets.get(key, {}).get(member)
+
+    def zmscore(self, key: str, members: Iterable[str]) -> list[float | None]:
+        zset = self.zsets.get(key, {})
+        return [zset.get(m) for m in members]
+
+    def zremrangebyrank(self, key: str, start: int, end: int) -> int:
+        """Only the form RecLoop uses: drop the lowest-ranked members beyond a cap (start 0, end -cap-1)."""
+        zset = self.zsets.get(key)
+        if not zset or start != 0 or end >= 0:
+            raise NotImplementedError("zremrangebyrank is supported as (0, -cap-1) only")
+        excess = len(zset) - (-end - 1)
+        if excess <= 0:
+            return 0
+        for member, _ in heapq.nsmallest(excess, zset.items(), key=_ascending):
+            del zset[member]
+        return excess
+
+    def zrevrange(self, key: str, start: int, end: int, withscores: bool = False) -> list:
+        zset = self.zsets.get(key, {})
+        if start != 0 or end < 0:
+            ordered = sorted(zset.items(), key=_descending)
+            ordered = _slice(ordered, start, end)
+        else:
+            ordered = heapq.nsmallest(end + 1, zset.items(), key=_descending)
+        return ordered if withscores else [member for member, _ in ordered]
+
+
+class MemoryPipeline:
+    """Queues calls and runs them in order on execute(), like a non-transactional redis-py pipeline."""
+
+    def __init__(self, store: MemoryRedis) -> None:
+        self.store = store
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+
+        def queue(*args: Any, **kwargs: Any) -> MemoryPipeline:
+            self.calls.append((method.__name__, args, kwargs))
+            return self
+
+        return queue
+
+    def execute(self) -> list[Any]:
+        calls, self.calls = self.calls, []
+        return [getattr(self.store, name)(*args, **kwargs) for name, args, kwargs in calls]
+
+
+def _slice(items: list, start: int, end: int) -> list:
+    """Redis' inclusive range with negative indexes."""
+    length = len(items)
+    if start < 0:
+        start = max(length + start, 0)
+    if end < 0:
+        end = length + end
+    return items[start : end + 1] if start <= end else []
+
+
+def _descending(pair: tuple[str, float]) -> tuple[float, str]:
+    # Redis orders equal scores by member, lexicographically (reversed for ZREVRANGE).
+    return (-pair[1], _reverse_key(pair[0]))
+
+
+def _ascending(pair: tuple[str, float]) -> tuple[float, str]:
+    return (pair[1], pair[0])
+
+
+def _reverse_key(member: str) -> tuple[int, ...]:
+    return (*tuple(-ord(c) for c in member), 1)

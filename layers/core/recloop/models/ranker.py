@@ -1,0 +1,182 @@
+"""Trained models behind the recommender: MF candidates and scores, and a LightGBM LambdaRank re-ranker.
+
+Features are read from the live feature store at request time (and, for training, from an offline replay of
+the same store code), so a model's weights are frozen while its inputs stay fresh:
+
+- mf_score, mf_known: the MF affinity of the user (trained or folded in) for the item;
+- cooc_score: the real-time co-occurrence score (the built-in scorer);
+- pop_log, pop_share: the item's decayed popularity, absolute and relative to the most popular item;
+- item_pos_rate, item_events_log, item_age_days, item_idle_days: the item's record;
+- user_events_log, user_engagement: how active the user is;
+- category_affinity: the share of the user's recent items sharing a category with the item;
+- from_cooc, from_mf: which candidate sources proposed the item.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recloop.features import FeatureStore
+from recloop.models.bundle import ModelBundle, ModelKind, ModelMetadata
+from recloop.models.loading import register_loader
+from recloop.models.mf import MatrixFactorisation
+from recloop.recommender import CooccurrenceScorer, UserContext
+
+RANKER_FILE = "ranker.txt"
+FEATURE_NAMES = (
+    "mf_score",
+    "mf_known",
+    "cooc_score",
+    "pop_log",
+    "pop_share",
+    "item_pos_rate",
+    "item_events_log",
+    "item_age_days",
+    "item_idle_days",
+    "user_events_log",
+    "user_engagement",
+    "category_affinity",
+    "from_cooc",
+    "from_mf",
+)
+MF_CANDIDATES = 100
+FOLD_IN_ITEMS = 50
+DAY = 86_400.0
+
+
+def user_mf_vector(mf: MatrixFactorisation, ctx: UserContext) -> np.ndarray | None:
+    """The user's trained vector, else one folded in from the user's history as the store holds it now."""
+    history = list(ctx.profile.history.items())[-FOLD_IN_ITEMS:]
+    return mf.user_vector(ctx.profile.user_id, [i for i, _ in history], [w for _, w in history])
+
+
+class MFSource:
+    def __init__(self, mf: MatrixFactorisation) -> None:
+        self.mf = mf
+
+    def candidates(self, ctx: UserContext, limit: int) -> list[str]:
+        vector = ctx.extras.get("mf_vector")
+        if vector is None:
+            return []
+        items = [item for item, _ in self.mf.top_items(vector, MF_CANDIDATES, ctx.exclude)]
+        ctx.extras["from_mf"] = set(items)
+        return items
+
+
+class MFScorer:
+    """Ranks by MF affinity alone (the `mf` kind)."""
+
+    def __init__(self, mf: MatrixFactorisation, model_version: str) -> None:
+        self.mf = mf
+        self.model_version = model_version
+
+    def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
+        vector = ctx.extras.get("mf_vector")
+        if vector is None:
+            return [0.0] * len(items)
+        return self.mf.scores(vector, items).tolist()
+
+
+class FeatureBuilder:
+    """The ranker's feature rows for a user's candidates, read from the feature store in one pipeline."""
+
+    def __init__(self, store: FeatureStore, mf: MatrixFactorisation, cooccurrence: CooccurrenceScorer) -> None:
+        self.store = store
+        self.mf = mf
+        self.cooccurrence = cooccurrence
+
+    def rows(self, ctx: UserContext, items: Sequence[str]) -> np.ndarray:
+        cooc = self.cooccurrence.score(ctx, items)  # also fills ctx.popularity for every item
+        recent = [r.item_id for r in ctx.profile.recent]
+        pipe = self.store.redis.pipeline(transaction=False)
+        for item in items:
+            pipe.hgetall(self.store_key(item))
+        for item in recent:
+            pipe.hget(self.store_key(item), "cat")
+        replies = pipe.execute()
+        item_rows, recent_cats = replies[: len(items)], replies[len(items) :]
+        recent_sets = [set(c.split("|")) for c in recent_cats if c]
+        vector = ctx.extras.get("mf_vector")
+        mf_scores = self.mf.scores(vector, items) if vector is not None else np.zeros(len(items), np.float32)
+        top_pop = ctx.max_popularity or max(ctx.popularity.values(), default=0.0) or 1.0
+        profile = ctx.profile
+        user_events = sum(profile.event_counts.values())
+        from_cooc = {n for neighbours in ctx.neighbours.values() for n, _ in neighbours}
+        from_mf = ctx.extras.get("from_mf", set())
+        matrix = np.zeros((len(items), len(FEATURE_NAMES)), dtype=np.float32)
+        for n, (item, raw) in enumerate(zip(items, item_rows, strict=True)):
+            counts = {k[4:]: int(v) for k, v in raw.items() if k.startswith("cnt:")}
+            events = sum(counts.values())
+            popularity = ctx.popularity.get(item, 0.0)
+            decayed = self.store.clock.decayed(popularity, ctx.now) if popularity else 0.0
+            categories = set(raw["cat"].split("|")) if raw.get("cat") else set()
+            affinity = (sum(1 for s in recent_sets if s & categories) / len(recent)) if recent and categories else 0.0
+            first, last = float(raw.get("first_ts", ctx.now)), float(raw.get("last_ts", ctx.now))
+            matrix[n] = (
+                mf_scores[n],
+                float(item in self.mf.item_index),
+                cooc[n],
+                math.log1p(max(decayed, 0.0)),
+                popularity / top_pop,
+                int(raw.get("pos", 0)) / (events + 1.0),
+                math.log1p(events),
+                max(ctx.now - first, 0.0) / DAY,
+                max(ctx.now - last, 0.0) / DAY,
+                math.log1p(user_events),
+                profile.engagement,
+                affinity,
+                float(item in from_cooc),
+                float(item in from_mf),
+            )
+        return matrix
+
+    @staticmethod
+    def store_key(item: str) -> str:
+        from recloop.store import Keys
+
+        return Keys.item_features(item)
+
+
+@dataclass
+class RankerModel:
+    """The `lgbm` kind: MF (candidates and a feature) plus a LightGBM LambdaRank booster."""
+
+    mf: MatrixFactorisation
+    booster: Any  # lightgbm.Booster
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return self.booster.predict(rows, num_threads=1)
+
+    def to_bundle(self, metadata: ModelMetadata) -> ModelBundle:
+        bundle = self.mf.to_bundle(metadata)
+        files = dict(bundle.files)
+        files[RANKER_FILE] = self.booster.model_to_string().encode()
+        metadata.feature_spec = {"features": list(FEATURE_NAMES)}
+        return ModelBundle(metadata, files)
+
+
+class RankerScorer:
+    def __init__(self, model: RankerModel, features: FeatureBuilder, model_version: str) -> None:
+        self.model = model
+        self.features = features
+        self.model_version = model_version
+
+    def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
+        if not items:
+            return []
+        return self.model.predict(self.features.rows(ctx, items)).tolist()
+
+
+@register_loader(ModelKind.LGBM)
+def load_ranker(bundle: ModelBundle) -> RankerModel:
+    import lightgbm
+
+    if list(bundle.metadata.feature_spec.get("features", [])) != list(FEATURE_NAMES):
+        raise ValueError("the ranker was trained on other features than this code computes")
+    booster = lightgbm.Booster(model_str=bundle.files[RANKER_FILE].decode())
+    return RankerModel(MatrixFactorisation.from_bundle(bundle), booster)
