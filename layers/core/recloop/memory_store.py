@@ -9,7 +9,7 @@ Only the commands and options RecLoop uses are implemented.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +19,7 @@ class MemoryRedis:
         self.strings: dict[str, str] = {}
         self.hashes: dict[str, dict[str, str]] = {}
         self.lists: dict[str, list[str]] = {}
-        self.zsets: dict[str, dict[str, float]] = {}
+        self.zsets: dict[str, SortedSet] = {}
         self.sets: dict[str, set[str]] = {}
 
     def pipeline(self, transaction: bool = False) -> MemoryPipeline:
@@ -97,47 +97,74 @@ class MemoryRedis:
 
     # sorted sets
     def zincrby(self, key: str, amount: float, member: str) -> float:
-        zset = self.zsets.setdefault(key, {})
-        zset[member] = zset.get(member, 0.0) + float(amount)
-        return zset[member]
+        zset = self.zsets.setdefault(key, SortedSet())
+        return zset.set(member, (zset.get(member) or 0.0) + float(amount))
 
     def zadd(self, key: str, mapping: dict[str, float], nx: bool = False) -> int:
-        zset = self.zsets.setdefault(key, {})
+        zset = self.zsets.setdefault(key, SortedSet())
         added = 0
         for member, score in mapping.items():
-            if member in zset and nx:
+            if nx and zset.get(member) is not None:
                 continue
-            added += member not in zset
-            zset[member] = float(score)
+            added += zset.get(member) is None
+            zset.set(member, float(score))
         return added
 
     def zscore(self, key: str, member: str) -> float | None:
-        return self.zsets.get(key, {}).get(member)
+        zset = self.zsets.get(key)
+        return zset.get(member) if zset else None
 
     def zmscore(self, key: str, members: Iterable[str]) -> list[float | None]:
-        zset = self.zsets.get(key, {})
-        return [zset.get(m) for m in members]
+        zset = self.zsets.get(key)
+        return [zset.get(m) if zset else None for m in members]
 
     def zremrangebyrank(self, key: str, start: int, end: int) -> int:
         """Only the form RecLoop uses: drop the lowest-ranked members beyond a cap (start 0, end -cap-1)."""
-        zset = self.zsets.get(key)
-        if not zset or start != 0 or end >= 0:
+        if start != 0 or end >= 0:
             raise NotImplementedError("zremrangebyrank is supported as (0, -cap-1) only")
-        excess = len(zset) - (-end - 1)
-        if excess <= 0:
-            return 0
-        for member, _ in heapq.nsmallest(excess, zset.items(), key=_ascending):
-            del zset[member]
-        return excess
+        zset = self.zsets.get(key)
+        return zset.drop_lowest(len(zset) - (-end - 1)) if zset else 0
 
     def zrevrange(self, key: str, start: int, end: int, withscores: bool = False) -> list:
-        zset = self.zsets.get(key, {})
-        if start != 0 or end < 0:
-            ordered = sorted(zset.items(), key=_descending)
-            ordered = _slice(ordered, start, end)
-        else:
-            ordered = heapq.nsmallest(end + 1, zset.items(), key=_descending)
+        zset = self.zsets.get(key)
+        ordered = zset.descending(start, end) if zset else []
         return ordered if withscores else [member for member, _ in ordered]
+
+
+class SortedSet:
+    """Members kept in Redis order, ascending by (score, member), so ranges cost a slice, not a sort."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, float] = {}
+        self.order: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def get(self, member: str) -> float | None:
+        return self.scores.get(member)
+
+    def set(self, member: str, score: float) -> float:
+        old = self.scores.get(member)
+        if old is not None:
+            del self.order[bisect.bisect_left(self.order, (old, member))]
+        self.scores[member] = score
+        bisect.insort(self.order, (score, member))
+        return score
+
+    def drop_lowest(self, count: int) -> int:
+        if count <= 0:
+            return 0
+        for _, member in self.order[:count]:
+            del self.scores[member]
+        del self.order[:count]
+        return count
+
+    def descending(self, start: int, end: int) -> list[tuple[str, float]]:
+        reverse = self.order[::-1] if start != 0 or end < 0 else self.order[: -end - 2 : -1]
+        if start != 0 or end < 0:
+            reverse = _slice(reverse, start, end)
+        return [(member, score) for score, member in reverse]
 
 
 class MemoryPipeline:
@@ -169,16 +196,3 @@ def _slice(items: list, start: int, end: int) -> list:
     if end < 0:
         end = length + end
     return items[start : end + 1] if start <= end else []
-
-
-def _descending(pair: tuple[str, float]) -> tuple[float, str]:
-    # Redis orders equal scores by member, lexicographically (reversed for ZREVRANGE).
-    return (-pair[1], _reverse_key(pair[0]))
-
-
-def _ascending(pair: tuple[str, float]) -> tuple[float, str]:
-    return (pair[1], pair[0])
-
-
-def _reverse_key(member: str) -> tuple[int, ...]:
-    return (*tuple(-ord(c) for c in member), 1)

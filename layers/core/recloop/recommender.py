@@ -220,7 +220,34 @@ class Recommender:
         exclude: Sequence[str] = (),
         categories: Sequence[str] | None = None,
         now: float | None = None,
+        *,
+        log: bool = True,
     ) -> Recommendation:
+        """Top `count` items; `log=False` skips the attribution log (offline replays)."""
+        now = time.time() if now is None else now
+        ctx, eligible, scorer = self.candidates(user_id, count, exclude, categories, now)
+        scores = scorer.score(ctx, eligible)
+        ranked = sorted(zip(eligible, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:count]
+        result = Recommendation(
+            recommendation_id=new_recommendation_id(),
+            user_id=user_id,
+            items=[ScoredItem(item, round(score, 6), rank) for rank, (item, score) in enumerate(ranked, 1)],
+            model_version=scorer.model_version,
+            cold_start=ctx.profile.is_cold,
+        )
+        if log:
+            self._log(result, now)
+        return result
+
+    def candidates(
+        self,
+        user_id: str,
+        count: int,
+        exclude: Sequence[str] = (),
+        categories: Sequence[str] | None = None,
+        now: float | None = None,
+    ) -> tuple[UserContext, list[str], Scorer]:
+        """The request context, the eligible candidates and the scorer that will rank them."""
         now = time.time() if now is None else now
         profile = self.store.user_profile(user_id)
         ctx = UserContext(
@@ -238,22 +265,10 @@ class Recommender:
             if served is not None and served.prepare(ctx):
                 sources += served.sources()
                 scorer = served.scorer()
-
         candidates: dict[str, None] = {}
         for source in sources:
             candidates.update(dict.fromkeys(source.candidates(ctx, count)))
-        eligible = self._eligible(ctx, list(candidates))
-        scores = scorer.score(ctx, eligible)
-        ranked = sorted(zip(eligible, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:count]
-        result = Recommendation(
-            recommendation_id=new_recommendation_id(),
-            user_id=user_id,
-            items=[ScoredItem(item, round(score, 6), rank) for rank, (item, score) in enumerate(ranked, 1)],
-            model_version=scorer.model_version,
-            cold_start=profile.is_cold,
-        )
-        self._log(result, now)
-        return result
+        return ctx, self._eligible(ctx, list(candidates)), scorer
 
     def degraded_recommendation(self, user_id: str, count: int, exclude: Sequence[str] = ()) -> Recommendation | None:
         """Last known popular items, for when the feature store is unreachable; None if there are none."""
