@@ -31,8 +31,20 @@ class Services:
         return FeatureStore(self.redis, self.settings)
 
     @cached_property
+    def registry(self) -> Any:
+        from recloop.registry import ModelRegistry
+
+        return ModelRegistry(self.aws_client("s3"), self.settings.bucket_name, self.redis)
+
+    @cached_property
+    def champion(self) -> Any:
+        from recloop.serving import ChampionProvider
+
+        return ChampionProvider(lambda: self.registry, self.store, self.settings, self.settings.model_check_seconds)
+
+    @cached_property
     def recommender(self) -> Recommender:
-        return Recommender(self.store, self.settings)
+        return Recommender(self.store, self.settings, self.champion)
 
     @cached_property
     def ingest(self) -> IngestService:

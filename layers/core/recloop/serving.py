@@ -1,12 +1,17 @@
-"""Trained model versions plugged into the recommender."""
+"""Trained model versions plugged into the recommender, and the champion a Lambda instance serves."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from recloop.features import FeatureStore
-from recloop.models.bundle import ModelKind
+from recloop.models.bundle import ModelBundle, ModelKind
 from recloop.recommender import CandidateSource, CooccurrenceScorer, Scorer, UserContext
 from recloop.settings import Settings
 
@@ -46,3 +51,111 @@ class TrainedModel:
 
     def scorer(self) -> Scorer:
         return self._scorer
+
+
+logger = Logger(child=True)
+
+MODEL_STATUS_KEY = "recloop:model:status"
+DEFAULT_CACHE_DIR = Path("/tmp/recloop-models")
+
+
+class ChampionProvider:
+    """The champion version for this instance, checked against the registry at most every few seconds.
+
+    A new version is loaded from S3 (and kept in /tmp for the instance's later cold loads); if it fails to
+    load, the loaded model keeps serving and the failure is recorded in Redis for the health endpoint. With
+    no champion, or a `popularity` one, the built-in real-time scorers serve.
+    """
+
+    def __init__(
+        self,
+        registry: Callable[[], Any],
+        store: FeatureStore,
+        settings: Settings,
+        check_seconds: float = 5.0,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+    ) -> None:
+        self._registry_factory = registry
+        self._registry: Any = None
+        self.store = store
+        self.settings = settings
+        self.check_seconds = check_seconds
+        self.cache_dir = cache_dir
+        self.current: TrainedModel | None = None
+        self.current_version: str | None = None
+        self.load_error: str | None = None
+        self._checked_at = float("-inf")
+
+    def __call__(self) -> TrainedModel | None:
+        if time.monotonic() - self._checked_at >= self.check_seconds:
+            self._checked_at = time.monotonic()
+            self.refresh()
+        return self.current
+
+    def refresh(self) -> None:
+        try:
+            pointer = self.registry.champion()
+        except Exception as exc:  # registry unreachable: keep serving what is loaded
+            logger.warning("champion pointer unavailable", extra={"error": repr(exc)})
+            return
+        wanted = pointer.version if pointer else None
+        if wanted == self.current_version:
+            return
+        if wanted is None:
+            self.current, self.current_version = None, None
+            return
+        try:
+            bundle = self._bundle(wanted)
+            self.current = self._served(bundle)
+            self.current_version, self.load_error = wanted, None
+            logger.info("serving model version", extra={"version": wanted})
+        except Exception as exc:  # a version that does not load must never take over
+            self.load_error = f"{wanted}: {type(exc).__name__}: {exc}"[:500]
+            logger.error("model version failed to load; keeping the previous one", extra={"error": self.load_error})
+        self._record_status(wanted)
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        return self._registry
+
+    @property
+    def serving_version(self) -> str:
+        return self.current_version or "builtin"
+
+    def _bundle(self, version: str) -> ModelBundle:
+        folder = self.cache_dir / version
+        if folder.is_dir():
+            try:
+                return ModelBundle.from_files({p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+            except Exception as exc:  # a damaged local copy is replaced from S3
+                logger.warning("local model copy unusable", extra={"error": repr(exc)})
+        bundle = self.registry.load(version)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in bundle.serialised().items():
+            (folder / name).write_bytes(data)
+        return bundle
+
+    def _served(self, bundle: ModelBundle) -> TrainedModel | None:
+        from recloop.models.loading import load_model
+
+        if bundle.metadata.kind is ModelKind.POPULARITY:
+            return None
+        return TrainedModel(
+            bundle.metadata.version, bundle.metadata.kind, load_model(bundle), self.store, self.settings
+        )
+
+    def _record_status(self, wanted: str) -> None:
+        try:
+            self.store.redis.hset(
+                MODEL_STATUS_KEY,
+                mapping={
+                    "champion": wanted,
+                    "serving": self.serving_version,
+                    "error": self.load_error or "",
+                    "at": repr(time.time()),
+                },
+            )
+        except Exception as exc:  # status is informative; never fail a request for it
+            logger.warning("model status not recorded", extra={"error": repr(exc)})

@@ -56,6 +56,8 @@ class Settings(BaseModel):
     popularity_cache_seconds: float = Field(1.0, alias="POPULARITY_CACHE_SECONDS", ge=0, le=3600)
     attribution_window_seconds: int = Field(86_400, alias="ATTRIBUTION_WINDOW_SECONDS", ge=60, le=30 * 86_400)
     max_recommendations: int = Field(100, alias="MAX_RECOMMENDATIONS", ge=1, le=1000)
+    # How often a recommend instance checks the registry's champion pointer (served from Redis).
+    model_check_seconds: float = Field(5.0, alias="MODEL_CHECK_SECONDS", ge=0, le=3600)
 
     @model_validator(mode="after")
     def _batch_fits_buffer(self) -> Settings:

@@ -304,3 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def load_events_from_s3(s3_client: Any, bucket: str, prefix: str) -> list[Interaction]:
+    """The event archive: JSON lines of accepted interactions under `prefix` (events/dt=YYYY-MM-DD/...)."""
+    events: list[Interaction] = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            body = s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+            events.extend(Interaction.model_validate_json(line) for line in body.splitlines() if line.strip())
+    unique = {event.event_id: event for event in events}  # a redelivered record archived twice counts once
+    return sort_by_time(list(unique.values()))

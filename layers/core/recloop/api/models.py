@@ -99,9 +99,16 @@ class ComponentHealth(BaseModel):
     error: str | None = None
 
 
+class ModelHealth(BaseModel):
+    champion: str | None = Field(None, description="the registry's champion version")
+    serving: str | None = Field(None, description="what recommend instances last reported serving")
+    error: str | None = Field(None, description="why the champion could not be loaded, if it could not")
+
+
 class HealthOut(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     components: dict[str, ComponentHealth]
+    model: ModelHealth | None = None
     version: str
 
 

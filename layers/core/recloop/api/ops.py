@@ -7,12 +7,13 @@ from typing import Any
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from recloop import __version__
-from recloop.api.models import ComponentHealth, HealthOut, LatencyOut, MetricsOut
+from recloop.api.models import ComponentHealth, HealthOut, LatencyOut, MetricsOut, ModelHealth
 from recloop.api.resolver import json_response
 from recloop.health import check_components, overall_status
 from recloop.interactions import EventType
 from recloop.metrics import DEFAULT_WINDOW_MINUTES, counters, latency_summary
 from recloop.services import get_services
+from recloop.serving import MODEL_STATUS_KEY
 
 router = Router()
 
@@ -28,9 +29,13 @@ def get_health() -> Any:
         services.settings.stream_name,
     )
     status = overall_status(components)
+    model = _model_health(services.redis) if components["redis"].healthy else None
+    if model is not None and model.error and status == "healthy":
+        status = "degraded"  # recommendations come from an older model than the champion
     body = HealthOut(
         status=status,  # type: ignore[arg-type]
         version=__version__,
+        model=model,
         components={
             name: ComponentHealth(
                 status="healthy" if c.healthy else "unhealthy", latency_ms=c.latency_ms, error=c.error
@@ -39,6 +44,15 @@ def get_health() -> Any:
         },
     )
     return json_response(503 if status == "unhealthy" else 200, body.model_dump(exclude_none=True))
+
+
+def _model_health(redis_client: Any) -> ModelHealth | None:
+    raw = redis_client.hgetall(MODEL_STATUS_KEY)
+    if not raw:
+        return None
+    return ModelHealth(
+        champion=raw.get("champion") or None, serving=raw.get("serving") or None, error=raw.get("error") or None
+    )
 
 
 @router.get(
