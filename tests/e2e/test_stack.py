@@ -90,3 +90,10 @@ def test_bad_requests_get_their_4xx_through_the_gateway(http: Http, stack_redis)
 def test_swagger_ui_is_served(http: Http) -> None:
     status, page = http.get("/docs")
     assert status == 200 and "swagger" in page.lower()
+
+
+def test_model_registry_routes_answer_through_the_gateway(http: Http) -> None:
+    status, reply = http.get("/api/v1/mlops/models")
+    assert status == 200 and reply["champion"] is None and reply["models"] == []
+    status, reply = http.request("POST", "/api/v1/mlops/models/mf-nothing/promote", body={"reason": "e2e"})
+    assert status == 404 and "mf-nothing" in reply["message"]
