@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 BUILD_DIR := .aws-sam/build
 SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
 
-.PHONY: help setup dev down test unit lint build bench clean
+.PHONY: help setup dev down test unit lint build bench bench-replay bench-training clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
@@ -21,7 +21,9 @@ help:
 	@echo "make test   install what is needed and run every test"
 	@echo "make unit   fast tests only (no sam build)"
 	@echo "make lint   ruff, sam validate --lint, cfn-lint"
-	@echo "make bench  benchmarks, JSON on stdout"
+	@echo "make bench  latency benchmarks, JSON on stdout"
+	@echo "make bench-replay    replay benchmark on the shared MovieTweetings data (HR@10, NDCG@10)"
+	@echo "make bench-training  lgbm training time on 1M synthetic interactions"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
 setup: $(STAMP)
@@ -55,8 +57,16 @@ unit: $(STAMP)
 test: $(STAMP) build
 	$(PY) -m pytest tests --cov --cov-report=term --cov-fail-under=85 -q
 
-bench: $(STAMP)
+bench: $(STAMP) build
 	$(PY) -m bench
+
+MOVIETWEETINGS ?= ../shared/data/movietweetings-100k
+bench-replay: $(STAMP)
+	$(PY) -m bench.replay --movietweetings $(MOVIETWEETINGS) --config popularity --config realtime \
+		--config static_mf --config static_lgbm --config implicit_als --json
+
+bench-training: $(STAMP)
+	$(PY) -m bench.training --interactions 1000000
 
 clean:
 	rm -rf .aws-sam .pytest_cache .coverage
