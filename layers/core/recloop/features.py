@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from recloop.decay import DecayClock
 from recloop.interactions import CONVERSION_EVENTS, EVENT_WEIGHTS, EventType, Interaction
@@ -32,10 +33,12 @@ class RecentInteraction:
     def encode(self) -> str:
         return f"{self.item_id}|{self.event_type.value}|{self.timestamp:.3f}"
 
-    @classmethod
-    def decode(cls, raw: str) -> RecentInteraction:
+    @staticmethod
+    @lru_cache(maxsize=65_536)
+    def decode(raw: str) -> RecentInteraction:
+        # Cached: an entry is read again by each of the user's next events and requests.
         item_id, event_type, timestamp = raw.rsplit("|", 2)
-        return cls(item_id, EventType(event_type), float(timestamp))
+        return RecentInteraction(item_id, EventType(event_type), float(timestamp))
 
 
 @dataclass

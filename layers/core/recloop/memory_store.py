@@ -172,20 +172,23 @@ class MemoryPipeline:
 
     def __init__(self, store: MemoryRedis) -> None:
         self.store = store
-        self.calls: list[tuple[str, tuple, dict]] = []
+        self.calls: list[tuple[Any, tuple, dict]] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.store, name)
+        calls = self.calls
 
         def queue(*args: Any, **kwargs: Any) -> MemoryPipeline:
-            self.calls.append((method.__name__, args, kwargs))
+            calls.append((method, args, kwargs))
             return self
 
+        setattr(self, name, queue)  # later calls of the same command skip __getattr__
         return queue
 
     def execute(self) -> list[Any]:
-        calls, self.calls = self.calls, []
-        return [getattr(self.store, name)(*args, **kwargs) for name, args, kwargs in calls]
+        calls = list(self.calls)
+        self.calls.clear()
+        return [method(*args, **kwargs) for method, args, kwargs in calls]
 
 
 def _slice(items: list, start: int, end: int) -> list:
