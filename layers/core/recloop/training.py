@@ -137,6 +137,7 @@ def ranker_rows(
     for n, event in enumerate(label_window):
         if n in chosen:
             ctx, candidates, _ = recommender.candidates(event.user_id, params.candidates, now=event.timestamp)
+            candidates = features.shortlist(ctx, candidates)  # what the ranker will see when serving
             if event.item_id in candidates and len(candidates) > 1:
                 others = [c for c in candidates if c != event.item_id]
                 picked = rng.choice(len(others), min(len(others), params.negatives_per_query), replace=False)

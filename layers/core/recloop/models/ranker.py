@@ -45,8 +45,12 @@ FEATURE_NAMES = (
     "from_mf",
 )
 MF_CANDIDATES = 100
+# The ranker scores at most this many candidates: MF's best, then the best by co-occurrence and popularity.
+MAX_RERANK = 200
+MF_SHORTLIST = 50
 FOLD_IN_ITEMS = 50
 DAY = 86_400.0
+NOT_SHORTLISTED = -1e9
 
 
 def user_mf_vector(mf: MatrixFactorisation, ctx: UserContext) -> np.ndarray | None:
@@ -64,7 +68,7 @@ class MFSource:
         if vector is None:
             return []
         items = [item for item, _ in self.mf.top_items(vector, MF_CANDIDATES, ctx.exclude)]
-        ctx.extras["from_mf"] = set(items)
+        ctx.extras["from_mf"] = items  # best first
         return items
 
 
@@ -90,8 +94,25 @@ class FeatureBuilder:
         self.mf = mf
         self.cooccurrence = cooccurrence
 
+    def shortlist(self, ctx: UserContext, items: Sequence[str]) -> list[str]:
+        """The candidates worth the ranker's time: MF's best, then the best by the built-in score."""
+        if len(items) <= MAX_RERANK:
+            return list(items)
+        cooc = dict(zip(items, self.cooccurrence.score(ctx, items), strict=True))
+        ctx.extras["cooc_scores"] = cooc
+        chosen = dict.fromkeys(i for i in ctx.extras.get("from_mf", [])[:MF_SHORTLIST] if i in cooc)
+        for item in sorted(items, key=lambda i: -cooc[i]):
+            if len(chosen) >= MAX_RERANK:
+                break
+            chosen[item] = None
+        return list(chosen)
+
     def rows(self, ctx: UserContext, items: Sequence[str]) -> np.ndarray:
-        cooc = self.cooccurrence.score(ctx, items)  # also fills ctx.popularity for every item
+        known = ctx.extras.get("cooc_scores")
+        if known is not None and all(item in known for item in items):
+            cooc = [known[item] for item in items]
+        else:
+            cooc = self.cooccurrence.score(ctx, items)  # also fills ctx.popularity for every item
         recent = [r.item_id for r in ctx.profile.recent]
         pipe = self.store.redis.pipeline(transaction=False)
         for item in items:
@@ -107,7 +128,7 @@ class FeatureBuilder:
         profile = ctx.profile
         user_events = sum(profile.event_counts.values())
         from_cooc = {n for neighbours in ctx.neighbours.values() for n, _ in neighbours}
-        from_mf = ctx.extras.get("from_mf", set())
+        from_mf = set(ctx.extras.get("from_mf", ()))
         matrix = np.zeros((len(items), len(FEATURE_NAMES)), dtype=np.float32)
         for n, (item, raw) in enumerate(zip(items, item_rows, strict=True)):
             counts = {k[4:]: int(v) for k, v in raw.items() if k.startswith("cnt:")}
@@ -169,7 +190,9 @@ class RankerScorer:
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
         if not items:
             return []
-        return self.model.predict(self.features.rows(ctx, items)).tolist()
+        chosen = self.features.shortlist(ctx, items)
+        predicted = dict(zip(chosen, self.model.predict(self.features.rows(ctx, chosen)).tolist(), strict=True))
+        return [predicted.get(item, NOT_SHORTLISTED) for item in items]
 
 
 @register_loader(ModelKind.LGBM)
