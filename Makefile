@@ -57,8 +57,9 @@ unit: $(STAMP)
 test: $(STAMP) build
 	$(PY) -m pytest tests --cov --cov-report=term --cov-fail-under=85 -q
 
-bench: $(STAMP) build
-	$(PY) -m bench
+bench: $(STAMP)
+	@$(MAKE) --no-print-directory build >&2  # stdout is the JSON report alone
+	@$(PY) -m bench
 
 MOVIETWEETINGS ?= ../shared/data/movietweetings-100k
 bench-replay: $(STAMP)

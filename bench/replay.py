@@ -62,6 +62,7 @@ from recloop.recommender import (
 )
 from recloop.settings import Settings
 from recloop.store import RedisClient, connect
+from recloop.training import MOVIETWEETINGS_EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
@@ -79,16 +80,8 @@ SETTINGS_OVERRIDES = {"POPULARITY_CACHE_SECONDS": "0"}
 
 
 def rating_event(rating: int) -> EventType:
-    """MovieTweetings rating (0-10) -> event type (shared/data/README.md)."""
-    if rating >= 9:
-        return EventType.PURCHASE
-    if rating >= 7:
-        return EventType.LIKE
-    if rating >= 5:
-        return EventType.CLICK
-    if rating >= 3:
-        return EventType.VIEW
-    return EventType.DISLIKE
+    """MovieTweetings rating (0-10) -> event type (shared/data/README.md), as the training CLI maps it."""
+    return EventType(MOVIETWEETINGS_EVENTS[rating])
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,10 +32,16 @@ class TrainedModel:
 
         self.mf = self.model.mf if self.kind is ModelKind.LGBM else self.model
         self._sources: list[CandidateSource] = [MFSource(self.mf)]
+        # A model holds hundreds of thousands of long-lived objects: keep them out of the cyclic
+        # collector's scans, whose pauses otherwise show up in the latency tail.
+        gc.collect()
+        gc.freeze()
         if self.kind is ModelKind.LGBM:
             cooccurrence = CooccurrenceScorer(self.store, self.settings.popularity_prior_weight)
             self._scorer: Scorer = RankerScorer(
-                self.model, FeatureBuilder(self.store, self.mf, cooccurrence), self.version
+                self.model,
+                FeatureBuilder(self.store, self.mf, cooccurrence, self.settings.item_feature_cache_seconds),
+                self.version,
             )
         else:
             self._scorer = MFScorer(self.mf, self.version)

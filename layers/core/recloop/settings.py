@@ -58,6 +58,8 @@ class Settings(BaseModel):
     max_recommendations: int = Field(100, alias="MAX_RECOMMENDATIONS", ge=1, le=1000)
     # How often a recommend instance checks the registry's champion pointer (served from Redis).
     model_check_seconds: float = Field(5.0, alias="MODEL_CHECK_SECONDS", ge=0, le=3600)
+    # How long the ranker reuses an item's counters and categories read from Redis (0: read every request).
+    item_feature_cache_seconds: float = Field(2.0, alias="ITEM_FEATURE_CACHE_SECONDS", ge=0, le=300)
 
     @model_validator(mode="after")
     def _batch_fits_buffer(self) -> Settings:

@@ -48,8 +48,8 @@ class RankerHyperparameters:
     negatives_per_query: int = 40
     max_queries: int = 20_000
     num_leaves: int = 31
-    learning_rate: float = 0.05
-    rounds: int = 300
+    learning_rate: float = 0.1
+    rounds: int = 120  # prediction cost is linear in trees: 120 keeps re-ranking 200 items near 1.5 ms
     min_data_in_leaf: int = 40
     seed: int = 23
 
@@ -107,8 +107,8 @@ def time_split(events: Sequence[Interaction], holdout_fraction: float) -> tuple[
 
 
 def offline_settings(settings: Settings) -> Settings:
-    # An offline replay runs thousands of requests a second: no wall-clock popularity cache.
-    return settings.model_copy(update={"popularity_cache_seconds": 0.0})
+    # An offline replay runs thousands of requests a second: no caches, every read is exact.
+    return settings.model_copy(update={"popularity_cache_seconds": 0.0, "item_feature_cache_seconds": 0.0})
 
 
 # -- training ---------------------------------------------------------------------------------------------------

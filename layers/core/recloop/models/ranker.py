@@ -26,6 +26,7 @@ from recloop.models.bundle import ModelBundle, ModelKind, ModelMetadata
 from recloop.models.loading import register_loader
 from recloop.models.mf import MatrixFactorisation
 from recloop.recommender import CooccurrenceScorer, UserContext
+from recloop.store import Keys
 
 RANKER_FILE = "ranker.txt"
 FEATURE_NAMES = (
@@ -86,13 +87,68 @@ class MFScorer:
         return self.mf.scores(vector, items).tolist()
 
 
+@dataclass(frozen=True)
+class ItemRecord:
+    events: int
+    positives: int
+    first_ts: float | None
+    last_ts: float | None
+    categories: frozenset[str]
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> ItemRecord:
+        first, last = raw.get("first_ts"), raw.get("last_ts")
+        return cls(
+            events=sum(int(v) for k, v in raw.items() if k.startswith("cnt:")),
+            positives=int(raw.get("pos", 0)),
+            first_ts=float(first) if first else None,
+            last_ts=float(last) if last else None,
+            categories=frozenset(raw["cat"].split("|")) if raw.get("cat") else frozenset(),
+        )
+
+
+class ItemRecords:
+    """Item records read from the store, reused for at most `max_age` seconds of request time.
+
+    Candidates repeat across requests (popular items above all), and an item's counters move slowly, so a
+    short reuse spares most of the per-request reads. Offline replays use max_age 0: exact point in time.
+    """
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self, store: FeatureStore, max_age: float) -> None:
+        self.store = store
+        self.max_age = max_age
+        self._cache: dict[str, tuple[float, ItemRecord]] = {}
+
+    def get_many(self, items: Sequence[str], now: float) -> list[ItemRecord]:
+        fresh = {}
+        if self.max_age > 0:
+            fresh = {i: e[1] for i in items if (e := self._cache.get(i)) is not None and now - e[0] <= self.max_age}
+        missing = [item for item in dict.fromkeys(items) if item not in fresh]
+        if missing:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for item in missing:
+                pipe.hgetall(Keys.item_features(item))
+            for item, raw in zip(missing, pipe.execute(), strict=True):
+                fresh[item] = ItemRecord.parse(raw)
+            if self.max_age > 0:
+                if len(self._cache) > self.MAX_ENTRIES:
+                    self._cache.clear()
+                self._cache.update((item, (now, fresh[item])) for item in missing)
+        return [fresh[item] for item in items]
+
+
 class FeatureBuilder:
     """The ranker's feature rows for a user's candidates, read from the feature store in one pipeline."""
 
-    def __init__(self, store: FeatureStore, mf: MatrixFactorisation, cooccurrence: CooccurrenceScorer) -> None:
+    def __init__(
+        self, store: FeatureStore, mf: MatrixFactorisation, cooccurrence: CooccurrenceScorer, max_age: float = 0.0
+    ) -> None:
         self.store = store
         self.mf = mf
         self.cooccurrence = cooccurrence
+        self.records = ItemRecords(store, max_age)
 
     def shortlist(self, ctx: UserContext, items: Sequence[str]) -> list[str]:
         """The candidates worth the ranker's time: MF's best, then the best by the built-in score."""
@@ -114,53 +170,41 @@ class FeatureBuilder:
         else:
             cooc = self.cooccurrence.score(ctx, items)  # also fills ctx.popularity for every item
         recent = [r.item_id for r in ctx.profile.recent]
-        pipe = self.store.redis.pipeline(transaction=False)
-        for item in items:
-            pipe.hgetall(self.store_key(item))
-        for item in recent:
-            pipe.hget(self.store_key(item), "cat")
-        replies = pipe.execute()
-        item_rows, recent_cats = replies[: len(items)], replies[len(items) :]
-        recent_sets = [set(c.split("|")) for c in recent_cats if c]
+        records = self.records.get_many([*items, *recent], ctx.now)
+        recent_sets = [r.categories for r in records[len(items) :] if r.categories]
         vector = ctx.extras.get("mf_vector")
         mf_scores = self.mf.scores(vector, items) if vector is not None else np.zeros(len(items), np.float32)
         top_pop = ctx.max_popularity or max(ctx.popularity.values(), default=0.0) or 1.0
         profile = ctx.profile
-        user_events = sum(profile.event_counts.values())
+        user_events_log = math.log1p(sum(profile.event_counts.values()))
         from_cooc = {n for neighbours in ctx.neighbours.values() for n, _ in neighbours}
         from_mf = set(ctx.extras.get("from_mf", ()))
+        now = ctx.now
         matrix = np.zeros((len(items), len(FEATURE_NAMES)), dtype=np.float32)
-        for n, (item, raw) in enumerate(zip(items, item_rows, strict=True)):
-            counts = {k[4:]: int(v) for k, v in raw.items() if k.startswith("cnt:")}
-            events = sum(counts.values())
+        for n, (item, record) in enumerate(zip(items, records[: len(items)], strict=True)):
             popularity = ctx.popularity.get(item, 0.0)
-            decayed = self.store.clock.decayed(popularity, ctx.now) if popularity else 0.0
-            categories = set(raw["cat"].split("|")) if raw.get("cat") else set()
-            affinity = (sum(1 for s in recent_sets if s & categories) / len(recent)) if recent and categories else 0.0
-            first, last = float(raw.get("first_ts", ctx.now)), float(raw.get("last_ts", ctx.now))
+            decayed = self.store.clock.decayed(popularity, now) if popularity else 0.0
+            categories = record.categories
+            affinity = (sum(1 for c in recent_sets if c & categories) / len(recent)) if recent and categories else 0.0
+            first = record.first_ts if record.first_ts is not None else now
+            last = record.last_ts if record.last_ts is not None else now
             matrix[n] = (
                 mf_scores[n],
                 float(item in self.mf.item_index),
                 cooc[n],
                 math.log1p(max(decayed, 0.0)),
                 popularity / top_pop,
-                int(raw.get("pos", 0)) / (events + 1.0),
-                math.log1p(events),
-                max(ctx.now - first, 0.0) / DAY,
-                max(ctx.now - last, 0.0) / DAY,
-                math.log1p(user_events),
+                record.positives / (record.events + 1.0),
+                math.log1p(record.events),
+                max(now - first, 0.0) / DAY,
+                max(now - last, 0.0) / DAY,
+                user_events_log,
                 profile.engagement,
                 affinity,
                 float(item in from_cooc),
                 float(item in from_mf),
             )
         return matrix
-
-    @staticmethod
-    def store_key(item: str) -> str:
-        from recloop.store import Keys
-
-        return Keys.item_features(item)
 
 
 @dataclass
