@@ -1,0 +1,84 @@
+"""The stream consumer's per-record work: archive, apply features once, buffer for online learning.
+
+Every step is idempotent, so a redelivered Kinesis batch changes nothing the second time:
+- the archive key is derived from shard and sequence number, written only if absent;
+- features are applied through the event-id claim (the event path may already have applied them);
+- the online-learning buffer takes a record only after claiming its sequence number.
+A record that is not a valid interaction fails alone with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from recloop.features import FeatureStore
+from recloop.interactions import Interaction
+
+ARCHIVE_PREFIX = "events/"
+BUFFER_KEY = "{olb}:buffer"
+BUFFER_SEEN_TTL_SECONDS = 7 * 86_400
+# Claim the sequence number and append in one step (both keys share the {olb} slot: cluster-safe).
+BUFFER_ONCE = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then
+  return redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+return 0
+"""
+
+
+class PoisonRecordError(ValueError):
+    """A stream record that can never be processed: it goes to the on-failure destination with this reason."""
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    shard_id: str
+    sequence_number: str
+    data: bytes
+
+    def interaction(self) -> Interaction:
+        try:
+            return Interaction.model_validate_json(self.data)
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+            raise PoisonRecordError(f"not an interaction ({reasons})") from exc
+
+
+def archive_key(shard_id: str, sequence_number: str, timestamp: float) -> str:
+    day = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+    return f"{ARCHIVE_PREFIX}dt={day}/{shard_id}-{sequence_number}.jsonl"
+
+
+class StreamConsumer:
+    def __init__(self, store: FeatureStore, s3_client: Any, bucket: str) -> None:
+        self.store = store
+        self.s3 = s3_client
+        self.bucket = bucket
+        self._buffer_once = store.redis.register_script(BUFFER_ONCE)
+
+    def process(self, record: StreamRecord) -> Interaction:
+        """Archive, apply and buffer one record; raises PoisonRecordError for a record to set aside."""
+        event = record.interaction()
+        self._archive(record, event)
+        self.store.apply(event)  # a no-op when the event path already applied it
+        self._buffer(record, event)
+        return event
+
+    def _archive(self, record: StreamRecord, event: Interaction) -> None:
+        key = archive_key(record.shard_id, record.sequence_number, event.timestamp)
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=event.to_record() + b"\n", IfNoneMatch="*")
+        except self.s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise  # anything but "already archived" fails the record for retry
+
+    def _buffer(self, record: StreamRecord, event: Interaction) -> None:
+        seen = f"{{olb}}:seen:{record.shard_id}:{record.sequence_number}"
+        self._buffer_once(keys=[seen, BUFFER_KEY], args=[event.to_record(), BUFFER_SEEN_TTL_SECONDS])
+
+    def buffer_size(self) -> int:
+        return int(self.store.redis.llen(BUFFER_KEY))

@@ -1,0 +1,79 @@
+"""The stream consumer's per-record work over real Redis and moto S3: idempotent on redelivery."""
+
+import json
+
+import pytest
+import redis
+
+from recloop.features import FeatureStore
+from recloop.interactions import InteractionIn
+from recloop.settings import Settings
+from recloop.store import Keys
+from recloop.stream import BUFFER_KEY, PoisonRecordError, StreamConsumer, StreamRecord, archive_key
+from tests.conftest import TEST_BUCKET
+
+T0 = 1_700_000_000.0
+
+
+def record(seq: str, user: str = "u1", item: str = "i1", kind: str = "like", event_id: str | None = None):
+    event = InteractionIn(user_id=user, item_id=item, event_type=kind, timestamp=T0, event_id=event_id or f"e{seq}")
+    return StreamRecord("shardId-000000000000", seq, event.to_event(T0).to_record())
+
+
+@pytest.fixture
+def consumer(aws, redis_client: redis.Redis) -> StreamConsumer:
+    return StreamConsumer(FeatureStore(redis_client, Settings.from_env({})), aws["s3"], TEST_BUCKET)
+
+
+def archived(aws) -> dict[str, bytes]:
+    listing = aws["s3"].list_objects_v2(Bucket=TEST_BUCKET, Prefix="events/").get("Contents", [])
+    return {o["Key"]: aws["s3"].get_object(Bucket=TEST_BUCKET, Key=o["Key"])["Body"].read() for o in listing}
+
+
+def test_a_record_is_archived_applied_and_buffered(consumer: StreamConsumer, aws, redis_client) -> None:
+    consumer.process(record("101"))
+    key = archive_key("shardId-000000000000", "101", T0)
+    assert key == "events/dt=2023-11-14/shardId-000000000000-101.jsonl"
+    assert json.loads(archived(aws)[key])["event_id"] == "e101"
+    assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
+    assert consumer.buffer_size() == 1
+
+
+def test_a_redelivered_batch_changes_nothing(consumer: StreamConsumer, aws, redis_client) -> None:
+    batch = [record("201"), record("202", user="u2")]
+    for r in batch:
+        consumer.process(r)
+    before = (archived(aws), redis_client.hgetall(Keys.item_features("i1")), redis_client.lrange(BUFFER_KEY, 0, -1))
+    for r in batch:
+        consumer.process(r)
+    after = (archived(aws), redis_client.hgetall(Keys.item_features("i1")), redis_client.lrange(BUFFER_KEY, 0, -1))
+    assert after == before and len(after[2]) == 2
+
+
+def test_an_event_the_event_path_already_applied_counts_once(consumer: StreamConsumer, redis_client) -> None:
+    first = record("301", event_id="client-1")
+    consumer.store.apply(type(first).interaction(first))  # what POST /event did before the stream delivered it
+    consumer.process(first)
+    assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
+    assert consumer.buffer_size() == 1  # but it is still learned from
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not json", "not an interaction"),
+        (b'{"event_id": "x"}', "user_id"),
+        (b'{"event_type": "teleport"}', "event_type"),
+    ],
+)
+def test_a_poison_record_fails_alone_with_its_reason(consumer: StreamConsumer, aws, data: bytes, reason: str) -> None:
+    with pytest.raises(PoisonRecordError, match=reason):
+        consumer.process(StreamRecord("shardId-000000000000", "401", data))
+    assert archived(aws) == {} and consumer.buffer_size() == 0
+
+
+def test_the_archive_is_written_once_per_sequence_number(consumer: StreamConsumer, aws) -> None:
+    consumer.process(record("501", item="first"))
+    consumer.process(record("501", item="second"))  # same shard and sequence: the archive keeps the first
+    (body,) = archived(aws).values()
+    assert json.loads(body)["item_id"] == "first"
