@@ -1,5 +1,6 @@
 """The stream consumer's per-record work over real Redis and moto S3: idempotent on redelivery."""
 
+import base64
 import json
 
 import pytest
@@ -9,7 +10,15 @@ from recloop.features import FeatureStore
 from recloop.interactions import InteractionIn
 from recloop.settings import Settings
 from recloop.store import Keys
-from recloop.stream import BUFFER_KEY, PoisonRecordError, StreamConsumer, StreamRecord, archive_key
+from recloop.stream import (
+    BUFFER_KEY,
+    DeadLetters,
+    PoisonRecordError,
+    StreamConsumer,
+    StreamRecord,
+    archive_key,
+    process_kinesis_batch,
+)
 from tests.conftest import TEST_BUCKET
 
 T0 = 1_700_000_000.0
@@ -77,3 +86,49 @@ def test_the_archive_is_written_once_per_sequence_number(consumer: StreamConsume
     consumer.process(record("501", item="second"))  # same shard and sequence: the archive keeps the first
     (body,) = archived(aws).values()
     assert json.loads(body)["item_id"] == "first"
+
+
+def kinesis_batch(records: list[StreamRecord]) -> dict:
+    """An event source mapping batch, shaped like the sample in events/ (from `sam local generate-event`)."""
+    from tests.conftest import EVENTS_DIR
+
+    template = json.loads((EVENTS_DIR / "kinesis_batch.json").read_text())["Records"][0]
+    batch = []
+    for r in records:
+        item = json.loads(json.dumps(template))
+        item["eventID"] = f"{r.shard_id}:{r.sequence_number}"
+        item["kinesis"].update(sequenceNumber=r.sequence_number, data=base64.b64encode(r.data).decode())
+        batch.append(item)
+    return {"Records": batch}
+
+
+@pytest.fixture
+def dead_letters(aws):
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    return DeadLetters(sqs, sqs.create_queue(QueueName="recloop-test-dlq")["QueueUrl"])
+
+
+def test_a_poison_record_goes_to_the_dead_letters_and_the_rest_is_processed(consumer, dead_letters, aws) -> None:
+    poison = StreamRecord("shardId-000000000000", "602", b'{"user_id": "u"}')
+    reply = process_kinesis_batch(kinesis_batch([record("601"), poison, record("603")]), consumer, dead_letters)
+    assert reply == {"batchItemFailures": []}  # the poison record does not block the shard
+    assert len(archived(aws)) == 2 and consumer.buffer_size() == 2
+    (message,) = dead_letters.sqs.receive_message(QueueUrl=dead_letters.queue_url)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["sequence_number"] == "602" and "item_id" in body["reason"]
+    assert base64.b64decode(body["data_base64"]) == poison.data
+
+
+def test_a_passing_failure_is_reported_for_retry_and_loses_nothing(consumer, dead_letters, monkeypatch) -> None:
+    def redis_down(*_, **__):
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(consumer.store, "apply", redis_down)
+    reply = process_kinesis_batch(kinesis_batch([record("701")]), consumer, dead_letters)
+    assert reply == {"batchItemFailures": [{"itemIdentifier": "701"}]}
+    assert "Messages" not in dead_letters.sqs.receive_message(QueueUrl=dead_letters.queue_url)
+    monkeypatch.undo()
+    assert process_kinesis_batch(kinesis_batch([record("701")]), consumer, dead_letters) == {"batchItemFailures": []}
+    assert consumer.buffer_size() == 1

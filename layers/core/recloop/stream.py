@@ -9,6 +9,8 @@ A record that is not a valid interaction fails alone with its reason.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,3 +84,41 @@ class StreamConsumer:
 
     def buffer_size(self) -> int:
         return int(self.store.redis.llen(BUFFER_KEY))
+
+
+class DeadLetters:
+    """Records set aside for good (the on-failure queue), each with the reason it could not be processed."""
+
+    def __init__(self, sqs_client: Any, queue_url: str) -> None:
+        self.sqs = sqs_client
+        self.queue_url = queue_url
+
+    def send(self, record: StreamRecord, reason: str) -> None:
+        body = {
+            "reason": reason,
+            "shard_id": record.shard_id,
+            "sequence_number": record.sequence_number,
+            "data_base64": base64.b64encode(record.data).decode(),
+        }
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
+
+
+def process_kinesis_batch(event: dict[str, Any], consumer: StreamConsumer, dead_letters: DeadLetters) -> dict:
+    """A Kinesis batch with partial failures: a poison record is set aside (never blocking the shard);
+    a record that fails for a passing reason (Redis or S3 down) is reported for retry."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    def handle(record: Any) -> None:
+        stream_record = StreamRecord(
+            shard_id=record.event_id.split(":", 1)[0],
+            sequence_number=record.kinesis.sequence_number,
+            data=base64.b64decode(record.kinesis.data),
+        )
+        try:
+            consumer.process(stream_record)
+        except PoisonRecordError as exc:
+            dead_letters.send(stream_record, str(exc))
+
+    # A batch that failed whole is reported item by item too: the mapping retries from the first failure.
+    processor = BatchProcessor(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=handle, processor=processor)
