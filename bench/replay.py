@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.common import log, redis_server, summary
+from recloop.evaluation import POSITIVE_EVENTS
 from recloop.features import FeatureStore
 from recloop.interactions import EventType, Interaction, InteractionIn
 from recloop.recommender import (
@@ -69,7 +70,6 @@ DEFAULT_MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
 
 K = 10
 WARMUP_FRACTION = 0.5
-POSITIVE_EVENTS = frozenset({EventType.LIKE, EventType.PURCHASE})
 INGEST_BATCH = 500
 PROGRESS_EVERY = 10_000
 DEFAULT_CONFIGS = ("popularity", "realtime", "implicit_als")
