@@ -281,6 +281,8 @@ CONFIGS: dict[str, SystemFactory | str] = {
     "implicit_als": "bench.peers:ImplicitALS",
     "static_mf": "bench.trained:StaticMF",
     "static_lgbm": "bench.trained:StaticLGBM",
+    "online": "bench.online:OnlineLearning",
+    "online_features_only": "bench.online:OnlineFeaturesOnly",
 }
 
 

@@ -1,0 +1,56 @@
+"""Replay configurations of online learning: the champion's MF vectors updated from the stream in buffers.
+
+`online` trains the LightGBM champion on the warm-up half like `static_lgbm`, then buffers stream events as
+the stream consumer does and, every ONLINE_LEARNING_BUFFER_SIZE events, runs the same update the
+OnlineUpdateFunction runs (`recloop.online.apply_update`), publishing the result only if the held-out part
+of the buffer did not get worse. `online_features_only` is the same loop with weight updates off: features
+stay real-time, weights stay as trained.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bench.trained import StaticModel
+from recloop.interactions import Interaction
+from recloop.models.bundle import ModelKind
+from recloop.online import apply_update, online_hyperparameters
+from recloop.serving import TrainedModel
+
+
+class OnlineLearning(StaticModel):
+    kind = ModelKind.LGBM
+    updates_enabled = True
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.buffer: list[Interaction] = []
+        self.outcomes: Counter[str] = Counter()
+        self.hyperparameters = online_hyperparameters(context.settings)
+        self.step = 0
+
+    def ingest(self, event: Interaction) -> None:
+        self.buffer.append(event)
+        if len(self.buffer) < self.context.settings.online_learning_buffer_size:
+            return
+        events, self.buffer = self.buffer, []
+        if not self.updates_enabled or self.served is None:
+            self.outcomes["not_updated"] += 1
+            return
+        self.step += 1
+        result = apply_update(self.served.kind, self.served.model, events, self.hyperparameters)
+        if result.step.improved:
+            self.served = TrainedModel(
+                f"online-{self.step}", self.kind, result.model, self.context.store, self.context.settings
+            )
+            self.outcomes["published"] += 1
+        else:
+            self.outcomes["rolled_back"] += 1
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "updates": dict(self.outcomes)}
+
+
+class OnlineFeaturesOnly(OnlineLearning):
+    updates_enabled = False

@@ -1,0 +1,258 @@
+"""Online learning: the update's math, and the learner's lock, checkpoints, publication and rollback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from recloop.interactions import Interaction, InteractionIn
+from recloop.models.bundle import ModelKind, ModelMetadata
+from recloop.models.mf import MatrixFactorisation, MFHyperparameters, train_mf
+from recloop.models.online_mf import OnlineHyperparameters, update_mf
+from recloop.online import (
+    BUFFER_KEY,
+    LOCK_KEY,
+    MAX_CHECKPOINTS,
+    CheckpointNotFoundError,
+    OnlineLearner,
+    UpdateOutcome,
+    UpdateRunningError,
+)
+from recloop.registry import ModelRegistry
+from recloop.settings import Settings
+from tests.conftest import TEST_BUCKET
+
+T0 = 1_700_000_000.0
+SMALL_MF = MFHyperparameters(factors=8, iterations=6)
+
+
+def event(user: str, item: str, t: float, kind: str = "like") -> Interaction:
+    return InteractionIn(
+        user_id=user, item_id=item, event_type=kind, timestamp=t, event_id=f"{user}-{item}-{t}"
+    ).to_event(t)
+
+
+def tastes(users: int, t0: float, items: dict[str, list[str]]) -> list[Interaction]:
+    """User n likes every item of group `sorted(items)[n % groups]`, in time order."""
+    groups = sorted(items)
+    out = []
+    for u in range(users):
+        for n, item in enumerate(items[groups[u % len(groups)]]):
+            out.append(event(f"user{u}", item, t0 + u * 10 + n))
+    return sorted(out, key=lambda e: e.timestamp)
+
+
+def trained() -> tuple[MatrixFactorisation, list[Interaction]]:
+    history = tastes(40, T0, {"a": [f"a{n}" for n in range(6)], "b": [f"b{n}" for n in range(6)]})
+    return train_mf(history, SMALL_MF), history
+
+
+def stream_with_new_item(users: int = 40, new_item: str = "a-new", t0: float = T0 + 100_000) -> list[Interaction]:
+    """The 'a' users keep liking a-items and now also like a new item; 'b' users stay with b."""
+    out = []
+    for u in range(0, users, 2):
+        out.append(event(f"user{u}", new_item, t0 + u))
+        out.append(event(f"user{u}", "a0", t0 + 1 + u, "purchase"))
+    for u in range(1, users, 2):
+        out.append(event(f"user{u}", "b0", t0 + u, "purchase"))
+    return sorted(out, key=lambda e: e.timestamp)
+
+
+def contradicted(users: int = 40) -> list[Interaction]:
+    """The 'a' users buy b-items, then (the held-out fifth) dislike the very same items."""
+    out = []
+    for u in range(0, users, 2):
+        for n in range(4):
+            out.append(event(f"user{u}", f"b{n}", T0 + 100_000 + u * 10 + n, "purchase"))
+    for u in range(0, 10, 2):
+        for n in range(4):
+            out.append(event(f"user{u}", f"b{n}", T0 + 200_000 + u * 10 + n, "dislike"))
+    return out
+
+
+# ---- the update's math ---------------------------------------------------------------------------------
+
+
+def test_a_new_item_gets_a_vector_close_to_the_items_its_users_like() -> None:
+    mf, _ = trained()
+    step = update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=1))
+    updated = step.mf
+    assert "a-new" not in mf.item_index and "a-new" in updated.item_index
+    assert step.new_items == 1
+    a_user = updated.user_factors[updated.user_index["user0"]]
+    b_user = updated.user_factors[updated.user_index["user1"]]
+    new_score = updated.scores(a_user, ["a-new", "b3"])
+    assert new_score[0] > new_score[1]  # an 'a' user prefers the new 'a' item to a 'b' item
+    assert updated.scores(b_user, ["a-new"])[0] < new_score[0]
+
+
+def test_the_input_model_is_left_unchanged() -> None:
+    mf, _ = trained()
+    items, users = mf.item_factors.copy(), mf.user_factors.copy()
+    update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=3, learning_rate=0.002))
+    assert np.array_equal(mf.item_factors, items) and np.array_equal(mf.user_factors, users)
+    assert "a-new" not in mf.item_index
+
+
+def test_sgd_moves_vectors_toward_the_buffered_preferences() -> None:
+    """A taste change in the buffer: user0 ('a') now buys b-items; SGD raises their b scores."""
+    mf, _ = trained()
+    change = [event("user0", f"b{n}", T0 + 200_000 + n, "purchase") for n in range(6)] * 3
+    before = mf.scores(mf.user_factors[mf.user_index["user0"]], ["b0", "b1"]).mean()
+    step = update_mf(mf, change, OnlineHyperparameters(epochs=5, learning_rate=0.002))
+    after = step.mf.scores(step.mf.user_factors[step.mf.user_index["user0"]], ["b0", "b1"]).mean()
+    assert after > before + 0.05
+    assert step.updated_users == 1
+
+
+def test_held_out_error_is_judged_on_the_same_pairs_before_and_after() -> None:
+    mf, _ = trained()
+    events = stream_with_new_item()
+    calm = update_mf(mf, events, OnlineHyperparameters(epochs=2))
+    assert calm.holdout_pairs > 0 and calm.train_pairs > calm.holdout_pairs
+    assert calm.improved
+    # The buffer's later part contradicts its first: learning the first makes the held-out part worse.
+    worse = update_mf(mf, contradicted(), OnlineHyperparameters(epochs=5, learning_rate=0.01))
+    assert worse.error_after > worse.error_before and not worse.improved
+
+
+# ---- the learner -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(aws: dict[str, Any], redis_client: redis.Redis) -> ModelRegistry:
+    return ModelRegistry(aws["s3"], TEST_BUCKET, redis_client)
+
+
+def champion(registry: ModelRegistry, version: str = "mf-online-test-0") -> MatrixFactorisation:
+    mf, history = trained()
+    metadata = ModelMetadata(version=version, kind=ModelKind.MF)
+    metadata.data_window.end = history[-1].timestamp
+    registry.register(mf.to_bundle(metadata))
+    registry.promote(version, reason="test champion")
+    return mf
+
+
+def fill_buffer(redis_client: redis.Redis, events: list[Interaction]) -> None:
+    for e in events:
+        redis_client.rpush(BUFFER_KEY, e.to_record())
+
+
+def learner_for(
+    redis_client: redis.Redis, registry: ModelRegistry, buffer_size: int = 40, **params: Any
+) -> OnlineLearner:
+    settings = Settings.from_env({"ONLINE_LEARNING_BUFFER_SIZE": str(buffer_size), "ONLINE_LEARNING_BATCH_SIZE": "8"})
+    hyper = OnlineHyperparameters(batch_size=8, **params) if params else None
+    return OnlineLearner(redis_client, registry, settings, hyper)
+
+
+def test_an_update_publishes_a_child_version_and_drains_what_it_used(redis_client, registry) -> None:
+    champion(registry)
+    events = stream_with_new_item(40)  # 60 events, buffer size 40
+    fill_buffer(redis_client, events)
+    learner = learner_for(redis_client, registry)
+    assert learner.buffer_full()
+
+    result = learner.update()
+
+    assert result.outcome is UpdateOutcome.PUBLISHED and result.events == 40
+    assert result.error_after <= result.error_before
+    assert redis_client.llen(BUFFER_KEY) == 20  # the 20 events that arrived beyond the buffer stay
+    pointer = registry.champion(use_cache=False)
+    assert pointer.version == result.to_version and pointer.previous_version == "mf-online-test-0"
+    metadata = registry.get(result.to_version)
+    assert metadata.parent_version == "mf-online-test-0" and metadata.kind is ModelKind.MF
+    assert metadata.metrics["online_error_after"] == pytest.approx(result.error_after, abs=1e-6)
+    assert [c.version for c in learner.checkpoints()] == ["mf-online-test-0"]
+    status = learner.status()
+    assert status.total_updates == 1 and status.published == 1 and status.rollbacks == 0
+    assert status.buffer_size == 20 and status.buffer_utilization == 0.5
+    assert status.current_version == result.to_version
+    assert status.avg_prediction_error == pytest.approx(result.error_after, abs=1e-6)
+    assert status.avg_update_time_ms is not None and status.avg_update_time_ms > 0
+
+
+def test_an_update_that_makes_things_worse_is_rolled_back_and_counted(redis_client, registry) -> None:
+    champion(registry)
+    events = contradicted()
+    fill_buffer(redis_client, events)
+    learner = learner_for(redis_client, registry, len(events), epochs=5, learning_rate=0.01)
+
+    result = learner.update()
+
+    assert result.outcome is UpdateOutcome.ROLLED_BACK and result.to_version is None
+    assert result.error_after > result.error_before
+    assert registry.champion(use_cache=False).version == "mf-online-test-0"
+    assert [m.version for m in registry.list_versions()] == ["mf-online-test-0"]  # nothing published
+    assert redis_client.llen(BUFFER_KEY) == 0  # the events were used, not kept for a second try
+    status = learner.status()
+    assert status.total_updates == 1 and status.rollbacks == 1 and status.last_outcome is UpdateOutcome.ROLLED_BACK
+
+
+def test_one_update_at_a_time(redis_client, registry) -> None:
+    champion(registry)
+    fill_buffer(redis_client, stream_with_new_item(40))
+    redis_client.set(LOCK_KEY, "someone-else", ex=60)
+    learner = learner_for(redis_client, registry)
+    with pytest.raises(UpdateRunningError):
+        learner.update()
+    assert redis_client.llen(BUFFER_KEY) == 60 and redis_client.get(LOCK_KEY) == "someone-else"
+    assert learner.status().update_running is True
+
+
+def test_redis_failing_mid_update_loses_no_event(redis_client, registry, monkeypatch) -> None:
+    champion(registry)
+    fill_buffer(redis_client, stream_with_new_item(40))
+    learner = learner_for(redis_client, registry)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(redis_client, "ltrim", broken)
+    with pytest.raises(redis.ConnectionError):
+        learner.update()
+    monkeypatch.undo()
+    assert redis_client.llen(BUFFER_KEY) == 60  # nothing drained
+    assert redis_client.get(LOCK_KEY) is None  # the lock is released for the retry
+    assert learner.update().outcome is UpdateOutcome.PUBLISHED  # the retry uses the same events
+
+
+def test_without_a_trainable_champion_the_buffer_drains(redis_client, registry) -> None:
+    fill_buffer(redis_client, stream_with_new_item(40))
+    learner = learner_for(redis_client, registry)
+    assert learner.update().outcome is UpdateOutcome.NO_MODEL
+    assert redis_client.llen(BUFFER_KEY) == 20
+    redis_client.delete(BUFFER_KEY)
+    assert learner.update().outcome is UpdateOutcome.EMPTY
+
+
+def test_only_the_last_ten_checkpoints_are_kept_and_rollback_restores_one(redis_client, registry, aws) -> None:
+    champion(registry)
+    learner = learner_for(redis_client, registry)
+    published = []
+    for n in range(MAX_CHECKPOINTS + 2):
+        fill_buffer(redis_client, stream_with_new_item(40, f"a-new-{n}", T0 + 100_000 * (n + 1))[:40])
+        result = learner.update()
+        assert result.outcome is UpdateOutcome.PUBLISHED
+        published.append(result.to_version)
+    checkpoints = learner.checkpoints()
+    assert len(checkpoints) == MAX_CHECKPOINTS
+    assert checkpoints[0].version == published[-2]  # the newest checkpoint is the version the last update replaced
+    keys = aws["s3"].list_objects_v2(Bucket=TEST_BUCKET, Prefix="checkpoints/")["Contents"]
+    assert len(keys) == MAX_CHECKPOINTS
+
+    pointer = learner.rollback()
+    assert pointer.version == published[-2] and pointer.previous_version == published[-1]
+    pointer = learner.rollback(published[-5])
+    assert pointer.version == published[-5]
+    with pytest.raises(CheckpointNotFoundError):
+        learner.rollback("mf-online-test-0")  # evicted: older than the last ten
+    assert learner.status().rollbacks == 2
+    record = json.loads(
+        aws["s3"].get_object(Bucket=TEST_BUCKET, Key=f"checkpoints/{published[-5]}.json")["Body"].read()
+    )
+    assert record["version"] == published[-5]
