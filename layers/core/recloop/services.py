@@ -16,6 +16,10 @@ from recloop.store import RedisClient, connect
 AWS_CLIENT_OPTIONS = {"connect_timeout": 2, "read_timeout": 5, "retries": {"max_attempts": 3, "mode": "standard"}}
 # Health probes answer for the moment: one quick attempt.
 PROBE_CLIENT_OPTIONS = {"connect_timeout": 1, "read_timeout": 2, "retries": {"max_attempts": 1, "mode": "standard"}}
+# Synchronous invocations of another function (a manual online update): the reply takes as long as the work, within
+# API Gateway's 29 s; never retried by the SDK (a retry would run the work twice).
+INVOKE_CLIENT_OPTIONS = {"connect_timeout": 2, "read_timeout": 25, "retries": {"max_attempts": 1, "mode": "standard"}}
+_CLIENT_OPTIONS = {"default": AWS_CLIENT_OPTIONS, "probe": PROBE_CLIENT_OPTIONS, "invoke": INVOKE_CLIENT_OPTIONS}
 
 
 @dataclass
@@ -50,20 +54,42 @@ class Services:
     def ingest(self) -> IngestService:
         return IngestService(self.store, KinesisEventStream(self.aws_client("kinesis"), self.settings.stream_name))
 
+    @cached_property
+    def stream_consumer(self) -> Any:
+        from recloop.stream import StreamConsumer
+
+        return StreamConsumer(self.store, self.aws_client("s3"), self.settings.bucket_name)
+
+    @cached_property
+    def dead_letters(self) -> Any:
+        from recloop.stream import DeadLetters
+
+        if not self.settings.dead_letter_queue_url:
+            raise ValueError("the stream consumer needs a dead-letter queue (DEAD_LETTER_QUEUE_URL)")
+        return DeadLetters(self.aws_client("sqs"), self.settings.dead_letter_queue_url)
+
+    @cached_property
+    def online_learner(self) -> Any:
+        from recloop.online import OnlineLearner
+
+        return OnlineLearner(self.redis, self.registry, self.settings)
+
     def aws_client(self, name: str, probe: bool = False) -> Any:
-        return _aws_client(name, self.settings.aws_region, probe)
+        return _aws_client(name, self.settings.aws_region, "probe" if probe else "default")
+
+    def invoke_client(self) -> Any:
+        """A Lambda client for synchronous invocations that last as long as the invoked work (no SDK retries)."""
+        return _aws_client("lambda", self.settings.aws_region, "invoke")
 
 
 @lru_cache(maxsize=16)
-def _aws_client(name: str, region: str, probe: bool) -> Any:
+def _aws_client(name: str, region: str, mode: str) -> Any:
     # Imported on first use: functions that never call AWS skip boto3's import at cold start.
     import boto3
     from botocore.config import Config
 
     # AWS_ENDPOINT_URL (LocalStack, moto server) is honoured by boto3 itself.
-    return boto3.client(
-        name, region_name=region, config=Config(**(PROBE_CLIENT_OPTIONS if probe else AWS_CLIENT_OPTIONS))
-    )
+    return boto3.client(name, region_name=region, config=Config(**_CLIENT_OPTIONS[mode]))
 
 
 @lru_cache(maxsize=1)

@@ -45,6 +45,10 @@ class Settings(BaseModel):
     stream_name: str = Field("", alias="STREAM_NAME")
     aws_endpoint_url: str = Field("", alias="AWS_ENDPOINT_URL")
     aws_region: str = Field("us-east-1", alias="AWS_REGION")
+    # The stream consumer's dead-letter queue (poison records, with their reason).
+    dead_letter_queue_url: str = Field("", alias="DEAD_LETTER_QUEUE_URL")
+    # The function the ops routes invoke for a manual online update.
+    online_update_function_name: str = Field("", alias="ONLINE_UPDATE_FUNCTION_NAME")
 
     # Features and recommendations.
     # >= 1 day keeps the decay epoch valid for 900 half-lives (about 2.5 years at the minimum).
