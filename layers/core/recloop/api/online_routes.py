@@ -1,0 +1,129 @@
+"""Online-learning routes: status of the buffer and the updates, a manual update, rollback to a checkpoint.
+
+The update itself runs in OnlineUpdateFunction (numpy and the model live there): the trigger route invokes it
+synchronously and answers with its result. Status and rollback need neither and run here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recloop.api.models_routes import MAX_REASON_LENGTH, ChampionChangeOut, registry_errors
+from recloop.api.resolver import ApiError
+from recloop.online import CheckpointNotFoundError, OnlineStatus, UpdateResult
+from recloop.registry import VERSION_PATTERN
+from recloop.services import get_services
+
+router = Router()
+logger = Logger(child=True)
+
+TAGS = ["online learning"]
+PREFIX = "/api/v1/mlops/online-learning"
+TRIGGER_EVENT = {"action": "trigger"}
+
+
+class TriggerOut(BaseModel):
+    status: Literal["ok"]
+    result: UpdateResult
+
+
+class OnlineRollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(
+        None,
+        pattern=VERSION_PATTERN.pattern,
+        description="a checkpointed version; default: the newest checkpoint that is not the champion",
+    )
+    reason: str | None = Field(None, min_length=1, max_length=MAX_REASON_LENGTH)
+
+
+@router.get(f"{PREFIX}/status", summary="Buffer, updates, checkpoints and the version in service", tags=TAGS)
+def online_status() -> OnlineStatus:
+    learner = get_services().online_learner
+    with registry_errors():  # S3 down: 503 (Redis down: 503 from the resolver)
+        return learner.status()
+
+
+@router.post(
+    f"{PREFIX}/trigger",
+    summary="Run an online update on the buffered events now (waits for its result)",
+    tags=TAGS,
+    responses={409: {"description": "an update is already running"}, 502: {"description": "the update failed"}},
+)
+def trigger_update() -> TriggerOut:
+    reply = _invoke_online_update()
+    if reply.get("status") == "running":
+        raise ApiError(409, "update_running", "an online update is already running; check the status and retry")
+    try:
+        return TriggerOut.model_validate(reply)
+    except ValidationError as exc:
+        logger.error("unexpected reply from the online-update function", extra={"reply": reply})
+        raise ApiError(502, "online_update_failed", "the online-update function gave an unexpected reply") from exc
+
+
+@router.post(
+    f"{PREFIX}/rollback",
+    summary="Serve a checkpointed version again (default: the newest checkpoint that is not the champion)",
+    tags=TAGS,
+)
+def rollback_online_update(body: Annotated[OnlineRollbackIn | None, Body()] = None) -> ChampionChangeOut:
+    request = body or OnlineRollbackIn()
+    learner = get_services().online_learner
+    with registry_errors(request.version):
+        try:
+            pointer = learner.rollback(request.version)
+        except CheckpointNotFoundError as exc:
+            if request.version is None:
+                raise ApiError(
+                    409, "no_previous_checkpoint", "no checkpoint other than the champion to roll back to"
+                ) from exc
+            raise ApiError(404, "checkpoint_not_found", str(exc), version=request.version) from exc
+    logger.info(
+        "online learning rollback",
+        extra={"version": pointer.version, "from": pointer.previous_version, "reason": request.reason or "via API"},
+    )
+    return ChampionChangeOut(status="rolled_back", champion=pointer)
+
+
+def _invoke_online_update() -> dict[str, Any]:
+    """Invoke OnlineUpdateFunction with {"action": "trigger"} and return its reply (ApiError when it failed)."""
+    from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
+    services = get_services()
+    name = services.settings.online_update_function_name
+    if not name:
+        raise ApiError(503, "online_update_unavailable", "no online-update function is configured")
+    try:
+        response = services.invoke_client().invoke(
+            FunctionName=name, InvocationType="RequestResponse", Payload=json.dumps(TRIGGER_EVENT).encode()
+        )
+        payload = response["Payload"].read()
+    except ReadTimeoutError as exc:
+        raise ApiError(
+            504, "update_timeout", "the update did not answer in time; it may still be running: check the status"
+        ) from exc
+    except (ClientError, BotoCoreError) as exc:
+        logger.exception("online-update function not invoked")
+        raise ApiError(503, "online_update_unavailable", "the online-update function could not be invoked") from exc
+    try:
+        reply = json.loads(payload) if payload else None
+    except ValueError:
+        reply = None
+    if response.get("FunctionError") or not isinstance(reply, dict):
+        detail = reply if isinstance(reply, dict) else {}
+        logger.error("online update failed", extra={"function_error": response.get("FunctionError"), "reply": detail})
+        raise ApiError(
+            502,
+            "online_update_failed",
+            f"the online update failed: {detail.get('errorType', 'error')}: {detail.get('errorMessage', '')}".rstrip(
+                ": "
+            ),
+        )
+    return reply
