@@ -441,3 +441,17 @@ def test_small_functions_do_not_carry_the_numeric_layer(built_functions: list[Bu
         roots = [function.code_dir] + [root for layer in function.layers for root in _layer_import_roots(layer)]
         heavy = [str(root / lib) for root in roots for lib in ("numpy", "scipy", "lightgbm") if (root / lib).exists()]
         assert not heavy, f"{name} ships numeric libraries it does not need: {heavy}"
+
+
+def test_the_online_update_function_imports_with_its_layers(
+    built_functions: list[BuiltFunction], import_in_clean_interpreter: Any
+) -> None:
+    """The stream consumer ships with the core and numeric layers (the update works on numpy vectors), imports
+    cleanly with them, and leaves numpy to the first update: a batch that fills no buffer never loads it."""
+    online = _function(built_functions, "OnlineUpdateFunction")
+    assert [layer.name for layer in online.layers] == ["CoreLayer", "NumericLayer"], online.layers
+    result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler)
+    assert result.returncode == 0 and "IMPORTED" in result.stdout, result.stderr[-3000:]
+    result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler, probe=NUMERIC_MODULES_PROBE)
+    assert result.returncode == 0 and "MODULES" in result.stdout, result.stderr[-3000:]
+    assert json.loads(result.stdout.split("MODULES", 1)[1]) == []
