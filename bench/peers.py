@@ -155,3 +155,57 @@ class ImplicitALS:
         if self._blas_limits is not None:
             self._blas_limits.restore_original_limits()
             self._blas_limits = None
+
+
+class ImplicitALSRetrain(ImplicitALS):
+    """``ImplicitALS`` retrained from scratch on everything seen so far every 10% of the stream.
+
+    The stream half is as long as the warm-up (the split is 50%), so a retrain runs every
+    ``len(warmup) // 10`` stream events; between retrains users are folded in per request as in
+    ``ImplicitALS``. Items first seen in the stream become recommendable at the next retrain. Same fixed
+    hyperparameters as ``ImplicitALS``.
+    """
+
+    RETRAINS_PER_STREAM = 10
+
+    def __init__(self, context: Any = None, alpha: float = ALS_ALPHA) -> None:
+        super().__init__(context, alpha)
+        self.history: list[Interaction] = []
+        self.every = 0
+        self.since_retrain = 0
+        self.retrains = 0
+        self.stream_positives_unknown_total = 0
+
+    def fit(self, warmup: Sequence[Interaction]) -> None:
+        self.history = list(warmup)
+        self.every = max(1, len(warmup) // self.RETRAINS_PER_STREAM)
+        super().fit(warmup)
+
+    def ingest(self, event: Interaction) -> None:
+        super().ingest(event)
+        if not self.fitted:
+            return
+        self.history.append(event)
+        self.since_retrain += 1
+        if self.since_retrain >= self.every:
+            self._retrain()
+
+    def _retrain(self) -> None:
+        self.stream_positives_unknown_total += self.stream_positives_unknown
+        self.close()
+        self.item_index, self.item_ids = {}, []
+        self.rows, self.disliked = defaultdict(dict), defaultdict(set)
+        self.fitted = False
+        self.stream_positives_unknown = 0
+        self.since_retrain = 0
+        self.retrains += 1
+        super().fit(self.history)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **super().details(),
+            "retrains": self.retrains,
+            "retrain_every_events": self.every,
+            "stream_positives_on_items_unknown_to_model": self.stream_positives_unknown_total
+            + self.stream_positives_unknown,
+        }

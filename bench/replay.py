@@ -279,6 +279,7 @@ CONFIGS: dict[str, SystemFactory | str] = {
     "popularity": PopularityOnly,
     "realtime": RealtimeRecommender,
     "implicit_als": "bench.peers:ImplicitALS",
+    "implicit_als_retrain": "bench.peers:ImplicitALSRetrain",
     "static_mf": "bench.trained:StaticMF",
     "static_lgbm": "bench.trained:StaticLGBM",
     "online": "bench.online:OnlineLearning",
@@ -505,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
 
+    # Under `python -m` this module is __main__: plugins importing bench.replay must register here.
+    sys.modules.setdefault("bench.replay", sys.modules[__name__])
     for module in args.plugin:
         importlib.import_module(module)
     configs = args.config or list(DEFAULT_CONFIGS)

@@ -59,6 +59,43 @@ class MatrixFactorisation:
     def factors(self) -> int:
         return self.item_factors.shape[1]
 
+    @property
+    def item_gram(self) -> np.ndarray:
+        """Y^T Y of the item factors (float64): the unobserved-items term of every user solve."""
+        return self._gram
+
+    @property
+    def user_gram(self) -> np.ndarray:
+        """X^T X of the user factors (float64), computed on first use: the same term of every item solve."""
+        gram = self.__dict__.get("_user_gram")
+        if gram is None:
+            users = self.user_factors.astype(np.float64)
+            gram = self.__dict__["_user_gram"] = users.T @ users
+        return gram
+
+    def derive(
+        self,
+        new_item_ids: Sequence[str],
+        item_factors: np.ndarray,
+        user_factors: np.ndarray,
+        item_gram: np.ndarray,
+        user_gram: np.ndarray,
+    ) -> MatrixFactorisation:
+        """A model with the same users, items appended and factors replaced, its Gram matrices given
+        (kept up to date incrementally by the caller) rather than recomputed over the whole catalogue."""
+        model = object.__new__(MatrixFactorisation)
+        model.item_ids = [*self.item_ids, *new_item_ids]
+        model.item_factors = item_factors
+        model.user_ids = self.user_ids
+        model.user_factors = user_factors
+        model.regularisation = self.regularisation
+        model.alpha = self.alpha
+        model.item_index = {**self.item_index, **{item: len(self.item_ids) + n for n, item in enumerate(new_item_ids)}}
+        model.user_index = self.user_index  # users are never added: unknown users are folded in per request
+        model._gram = item_gram
+        model.__dict__["_user_gram"] = user_gram
+        return model
+
     def fold_in(self, items: Sequence[str], weights: Sequence[float]) -> np.ndarray | None:
         """A user vector from (item, weight) pairs, item factors fixed; None when no item is known."""
         rows, prefs, confs = [], [], []

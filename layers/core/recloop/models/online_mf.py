@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from recloop.interactions import Interaction
-from recloop.models.mf import MatrixFactorisation, _solve_one
+from recloop.models.mf import MatrixFactorisation
 
 
 @dataclass(frozen=True)
@@ -57,147 +56,56 @@ class OnlineStep:
     @property
     def improved(self) -> bool:
         """Published only if the held-out error is finite and no worse than before (a diverged step is not)."""
-        return math.isfinite(self.error_after) and self.error_after <= self.error_before
+        return bool(math.isfinite(self.error_after) and self.error_after <= self.error_before)
 
 
 @dataclass(frozen=True)
 class _Pairs:
+    """Events summed per (user, item): preference 1 if the total weight is positive, else 0 (a dislike)."""
+
     users: list[str]
     items: list[str]
     prefs: np.ndarray
     confs: np.ndarray
 
-
-def _pairs(events: Sequence[Interaction], alpha: float) -> _Pairs:
-    """Events summed per (user, item): preference 1 if the total weight is positive, else 0 (a dislike)."""
-    weights: dict[tuple[str, str], float] = {}
-    for event in events:
-        key = (event.user_id, event.item_id)
-        weights[key] = weights.get(key, 0.0) + event.weight
-    kept = [(key, w) for key, w in weights.items() if w != 0]
-    total = np.array([w for _, w in kept], dtype=np.float64)
-    return _Pairs(
-        [u for (u, _), _ in kept],
-        [i for (_, i), _ in kept],
-        (total > 0).astype(np.float64),
-        1.0 + alpha * np.abs(total),
-    )
+    @classmethod
+    def of(cls, events: Sequence[Interaction], alpha: float) -> _Pairs:
+        weights: dict[tuple[str, str], float] = {}
+        for event in events:
+            key = (event.user_id, event.item_id)
+            weights[key] = weights.get(key, 0.0) + event.weight
+        kept = [(key, w) for key, w in weights.items() if w != 0]
+        total = np.array([w for _, w in kept], dtype=np.float64)
+        return cls([u for (u, _), _ in kept], [i for (_, i), _ in kept], (total > 0) * 1.0, 1.0 + alpha * np.abs(total))
 
 
-class _Working:
-    """Mutable copies of the factors, grown by new items, plus transient vectors for users new to the model."""
-
-    def __init__(self, mf: MatrixFactorisation) -> None:
-        self.mf = mf
-        self.item_ids = list(mf.item_ids)
-        self.item_index = dict(mf.item_index)
-        self.items = mf.item_factors.astype(np.float64)  # copies
-        self.users = mf.user_factors.astype(np.float64)
-        self.transient: dict[str, np.ndarray] = {}
-
-    def user_rows(self, users: Sequence[str]) -> np.ndarray:
-        """Indices into `users` (>= 0) or into `transient` (encoded as -1 - n)."""
-        out = np.empty(len(users), dtype=np.int64)
-        names = list(self.transient)
-        position = {u: n for n, u in enumerate(names)}
-        for n, user in enumerate(users):
-            index = self.mf.user_index.get(user)
-            out[n] = index if index is not None else -1 - position[user]
-        return out
-
-
-def _fold_in_users(work: _Working, pairs: _Pairs, reg: float) -> None:
-    """Transient vectors for users the model does not know, from their training pairs (item vectors fixed)."""
-    gram = work.items.T @ work.items
-    grouped: dict[str, list[int]] = {}
-    for n, user in enumerate(pairs.users):
-        if user not in work.mf.user_index:
-            grouped.setdefault(user, []).append(n)
-    for user, rows in grouped.items():
-        items = [work.item_index.get(pairs.items[r], -1) for r in rows]
-        keep = [k for k, i in enumerate(items) if i >= 0]
-        if not keep:
-            work.transient[user] = np.zeros(work.items.shape[1])
-            continue
-        idx = np.array([items[k] for k in keep])
-        sel = np.array([rows[k] for k in keep])
-        work.transient[user] = _solve_one(gram, work.items[idx], pairs.prefs[sel], pairs.confs[sel], reg)
-
-
-def _grow_items(work: _Working, pairs: _Pairs, reg: float) -> int:
-    """Vectors for items new to the model, solved from the vectors of the users who interacted with them."""
-    grouped: dict[str, list[int]] = {}
-    for n, item in enumerate(pairs.items):
-        if item not in work.item_index:
-            grouped.setdefault(item, []).append(n)
-    if not grouped:
-        return 0
-    user_gram = work.users.T @ work.users
-    new_vectors = []
-    for item, rows in grouped.items():
-        vectors = np.array([_user_vector(work, pairs.users[r]) for r in rows])
-        new_vectors.append(_solve_one(user_gram, vectors, pairs.prefs[rows], pairs.confs[rows], reg))
-        work.item_index[item] = len(work.item_ids)
-        work.item_ids.append(item)
-    work.items = np.vstack([work.items, np.array(new_vectors)])
-    return len(grouped)
-
-
-def _user_vector(work: _Working, user: str) -> np.ndarray:
-    index = work.mf.user_index.get(user)
-    return work.users[index] if index is not None else work.transient[user]
-
-
-def heldout_error(
-    item_factors: np.ndarray,
-    item_index: dict[str, int],
-    user_vectors: list[np.ndarray | None],
-    pairs: _Pairs,
-    negative_items: np.ndarray,
-) -> float:
-    """Mean of c * (p - x.y)^2 over held-out pairs and their negatives; unknown users or items predict 0."""
-    total, count = 0.0, 0
-    for n, vector in enumerate(user_vectors):
-        index = item_index.get(pairs.items[n], -1)
-        predicted = float(item_factors[index] @ vector) if vector is not None and index >= 0 else 0.0
-        total += pairs.confs[n] * (pairs.prefs[n] - predicted) ** 2
-        count += 1
-        if vector is not None:  # negatives: p = 0, c = 1
-            total += float(np.sum((item_factors[negative_items[n]] @ vector) ** 2))
-        count += negative_items.shape[1]
-    return total / count if count else 0.0
-
-
-def _holdout_vectors(
-    mf_items: np.ndarray,
-    item_index: dict[str, int],
+def fold_in_many(
+    gram: np.ndarray,
+    rows: np.ndarray,
+    prefs: np.ndarray,
+    confs: np.ndarray,
     *,
-    work_users: Any,
-    user_index: dict[str, int],
-    pairs: _Pairs,
-    train: _Pairs,
+    groups: np.ndarray,
+    count: int,
     reg: float,
-) -> list[np.ndarray | None]:
-    """The model's vector of each held-out pair's user: trained, else folded in from the training part."""
-    gram = mf_items.T @ mf_items
-    cache: dict[str, np.ndarray | None] = {}
-    by_user: dict[str, list[int]] = {}
-    for n, user in enumerate(train.users):
-        by_user.setdefault(user, []).append(n)
-    out: list[np.ndarray | None] = []
-    for user in pairs.users:
-        if user not in cache:
-            index = user_index.get(user)
-            if index is not None:
-                cache[user] = work_users[index]
-            else:
-                rows = [r for r in by_user.get(user, []) if train.items[r] in item_index]
-                if rows:
-                    idx = np.array([item_index[train.items[r]] for r in rows])
-                    cache[user] = _solve_one(gram, mf_items[idx], train.prefs[rows], train.confs[rows], reg)
-                else:
-                    cache[user] = None
-        out.append(cache[user])
+) -> np.ndarray:
+    """The solve of `_solve_one` for many vectors at once: rows[n] (the other side's factors) belongs to
+    vector groups[n]; a group with no row gets the zero vector."""
+    factors = gram.shape[0]
+    out = np.zeros((count, factors))
+    if len(rows) == 0:
+        return out
+    order = np.argsort(groups, kind="stable")
+    rows, prefs, confs, groups = rows[order], prefs[order], confs[order], groups[order]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)]
+    scaled = rows * np.sqrt(confs - 1.0)[:, None]  # so that scaled^T scaled = rows^T diag(c - 1) rows
+    matrices = np.empty((len(starts), factors, factors))
+    for n, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        matrices[n] = scaled[a:b].T @ scaled[a:b]
+    matrices += gram + reg * np.eye(factors)
+    rhs = np.add.reduceat(rows * (confs * prefs)[:, None], starts, axis=0)
+    out[groups[starts]] = np.linalg.solve(matrices, rhs[:, :, None])[:, :, 0]
     return out
 
 
@@ -206,125 +114,253 @@ def update_mf(
 ) -> OnlineStep:
     """One online update of `mf` from `events` (oldest first); `mf` itself is left unchanged."""
     ordered = sorted(events, key=lambda e: e.timestamp)
-    cut = len(ordered) - max(1, round(len(ordered) * params.holdout_fraction)) if len(ordered) > 1 else 1
-    train, holdout = _pairs(ordered[:cut], mf.alpha), _pairs(ordered[cut:], mf.alpha)
-    rng = np.random.default_rng(params.seed)
+    held = max(1, round(len(ordered) * params.holdout_fraction)) if len(ordered) > 1 else 0
+    train = _Pairs.of(ordered[: len(ordered) - held], mf.alpha)
+    holdout = _Pairs.of(ordered[len(ordered) - held :], mf.alpha)
     with np.errstate(all="ignore"):  # a diverging step shows as a non-finite held-out error, not a warning
-        return _update(mf, train, holdout, params, rng)
+        return _Update(mf, train, holdout, params).run()
 
 
-def _update(
-    mf: MatrixFactorisation, train: _Pairs, holdout: _Pairs, params: OnlineHyperparameters, rng: np.random.Generator
-) -> OnlineStep:
-    reg = mf.regularisation
-    work = _Working(mf)
-    _fold_in_users(work, train, reg)
-    new_items = _grow_items(work, train, reg) if params.grow_items else 0
+class _Update:
+    """The update's working state. Item indices: the model's rows, then new items appended after them."""
 
-    # Negatives for the held-out check, drawn from the items both models know, fixed for before and after.
-    known_items = len(mf.item_ids)
-    heldout_negatives = rng.integers(0, known_items, size=(len(holdout.users), params.negatives))
-    before_vectors = _holdout_vectors(
-        mf.item_factors,
-        mf.item_index,
-        work_users=mf.user_factors,
-        user_index=mf.user_index,
-        pairs=holdout,
-        train=train,
-        reg=reg,
-    )
-    error_before = heldout_error(mf.item_factors, mf.item_index, before_vectors, holdout, heldout_negatives)
+    def __init__(self, mf: MatrixFactorisation, train: _Pairs, holdout: _Pairs, params: OnlineHyperparameters) -> None:
+        self.mf, self.train, self.holdout, self.params = mf, train, holdout, params
+        self.reg = mf.regularisation
+        self.rng = np.random.default_rng(params.seed)
+        self.known_items = len(mf.item_ids)
 
-    updated_users, updated_items = _sgd(work, train, params, rng, reg)
+    def run(self) -> OnlineStep:
+        mf, train = self.mf, self.train
+        # Users of the training part: the model's rows, or a transient vector folded in from their pairs.
+        self.new_users = sorted({u for u in train.users if u not in mf.user_index})
+        new_user_index = {u: n for n, u in enumerate(self.new_users)}
+        user_rows = np.array(
+            [mf.user_index[u] if u in mf.user_index else -1 - new_user_index[u] for u in train.users], dtype=np.int64
+        )
+        item_rows = np.array([mf.item_index.get(i, -1) for i in train.items], dtype=np.int64)
+        transient = self._fold_in(
+            mf.item_factors, mf.item_gram, train, user_rows=user_rows, item_rows=item_rows, count=len(self.new_users)
+        )
+        new_items, new_vectors = self._grow(user_rows, item_rows, transient)
+        new_index = {item: self.known_items + n for n, item in enumerate(new_items)}
+        item_rows = np.array([mf.item_index.get(i, new_index.get(i, -1)) for i in train.items], dtype=np.int64)
 
-    after_vectors = _holdout_vectors(
-        work.items,
-        work.item_index,
-        work_users=work.users,
-        user_index=mf.user_index,
-        pairs=holdout,
-        train=train,
-        reg=reg,
-    )
-    error_after = heldout_error(work.items, work.item_index, after_vectors, holdout, heldout_negatives)
-    updated = MatrixFactorisation(
-        work.item_ids,
-        work.items.astype(np.float32),
-        mf.user_ids,
-        work.users.astype(np.float32),
-        mf.regularisation,
-        mf.alpha,
-    )
-    return OnlineStep(
-        updated,
-        error_before,
-        error_after,
-        train_pairs=len(train.users),
-        holdout_pairs=len(holdout.users),
-        new_items=new_items,
-        updated_users=updated_users,
-        updated_items=updated_items,
-    )
+        negatives_heldout = self.rng.integers(
+            0, max(self.known_items, 1), size=(len(self.holdout.users), self.params.negatives)
+        )
+        error_before = self._heldout_error(mf, negatives_heldout)
+
+        items_after, users_after, moved_users, moved_items = self._sgd(user_rows, item_rows, transient, new_vectors)
+        updated = self._derive(new_items, new_vectors, items_after, users_after)
+        error_after = self._heldout_error(updated, negatives_heldout)
+        return OnlineStep(
+            updated,
+            error_before,
+            error_after,
+            train_pairs=len(train.users),
+            holdout_pairs=len(self.holdout.users),
+            new_items=len(new_items),
+            updated_users=moved_users,
+            updated_items=moved_items,
+        )
+
+    def _fold_in(
+        self,
+        item_factors: np.ndarray,
+        item_gram: np.ndarray,
+        pairs: _Pairs,
+        *,
+        user_rows: np.ndarray,
+        item_rows: np.ndarray,
+        count: int,
+    ) -> np.ndarray:
+        """Vectors of users new to the model (user_rows < 0) from their pairs on items the model knows."""
+        use = (user_rows < 0) & (item_rows >= 0) & (item_rows < len(item_factors))
+        return fold_in_many(
+            item_gram,
+            item_factors[item_rows[use]].astype(np.float64),
+            pairs.prefs[use],
+            pairs.confs[use],
+            groups=-1 - user_rows[use],
+            count=count,
+            reg=self.reg,
+        )
+
+    def _grow(
+        self, user_rows: np.ndarray, item_rows: np.ndarray, transient: np.ndarray
+    ) -> tuple[list[str], np.ndarray]:
+        """Vectors for items new to the model, solved from the vectors of the users who interacted with them."""
+        factors = self.mf.factors
+        if not self.params.grow_items or not (item_rows < 0).any():
+            return [], np.zeros((0, factors))
+        pick = np.flatnonzero(item_rows < 0)
+        new_items = sorted({self.train.items[n] for n in pick})
+        position = {item: n for n, item in enumerate(new_items)}
+        groups = np.array([position[self.train.items[n]] for n in pick], dtype=np.int64)
+        users = user_rows[pick]
+        vectors = np.where(
+            (users >= 0)[:, None],
+            self.mf.user_factors[np.maximum(users, 0)],
+            transient[np.maximum(-1 - users, 0)] if len(transient) else 0.0,
+        ).astype(np.float64)
+        solved = fold_in_many(
+            self.mf.user_gram,
+            vectors,
+            self.train.prefs[pick],
+            self.train.confs[pick],
+            groups=groups,
+            count=len(new_items),
+            reg=self.reg,
+        )
+        return new_items, solved
+
+    def _sgd(
+        self, user_rows: np.ndarray, item_rows: np.ndarray, transient: np.ndarray, new_vectors: np.ndarray
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int, int]:
+        """Mini-batch SGD on local copies of the rows it touches; returns (rows, vectors) of items and users."""
+        params, train, mf = self.params, self.train, self.mf
+        keep = np.flatnonzero(item_rows >= 0)
+        epochs = params.epochs if len(keep) else 0
+        catalogue = self.known_items + len(new_vectors)
+        negatives = self.rng.integers(0, max(catalogue, 1), size=(epochs, len(keep), params.negatives))
+        # Local matrices of the touched rows (float64), mapped back at the end.
+        items_touched, items_local = np.unique(
+            np.concatenate([item_rows[keep], negatives.ravel()]), return_inverse=True
+        )
+        pos_items = items_local[: len(keep)]
+        neg_items = items_local[len(keep) :].reshape(negatives.shape)
+        old = items_touched < self.known_items
+        items = np.empty((len(items_touched), mf.factors))
+        items[old] = mf.item_factors[items_touched[old]]
+        items[~old] = new_vectors[items_touched[~old] - self.known_items]
+        users_touched, users_local = np.unique(user_rows[keep], return_inverse=True)
+        stored = users_touched >= 0
+        users = np.empty((len(users_touched), mf.factors))
+        users[stored] = mf.user_factors[users_touched[stored]]
+        users[~stored] = transient[-1 - users_touched[~stored]]
+        prefs, confs = train.prefs[keep], train.confs[keep]
+        lr, reg = params.learning_rate, self.reg
+        for epoch in range(epochs):
+            order = self.rng.permutation(len(keep))
+            for start in range(0, len(keep), params.batch_size):
+                batch = order[start : start + params.batch_size]
+                _sgd_step(
+                    users,
+                    items,
+                    u=users_local[batch],
+                    i=pos_items[batch],
+                    negatives=neg_items[epoch, batch],
+                    prefs=prefs[batch],
+                    confs=confs[batch],
+                    lr=lr,
+                    reg=reg,
+                )
+        moved_users = users_touched[stored]
+        return (
+            (items_touched, items),
+            (moved_users, users[stored]),
+            len(users_touched),
+            len(np.unique(item_rows[keep])),
+        )
+
+    def _derive(
+        self,
+        new_items: list[str],
+        new_vectors: np.ndarray,
+        items_after: tuple[np.ndarray, np.ndarray],
+        users_after: tuple[np.ndarray, np.ndarray],
+    ) -> MatrixFactorisation:
+        """The updated model: copies of the factor matrices with the moved rows written in, Grams updated
+        by the rows that changed only (the catalogue may be large)."""
+        mf = self.mf
+        item_factors = np.empty((self.known_items + len(new_items), mf.factors), dtype=np.float32)
+        item_factors[: self.known_items] = mf.item_factors
+        item_factors[self.known_items :] = new_vectors
+        rows, vectors = items_after
+        old_rows = rows[rows < self.known_items]
+        before = mf.item_factors[old_rows].astype(np.float64)
+        item_factors[rows] = vectors
+        after = item_factors[rows].astype(np.float64)  # as stored (float32)
+        item_gram = mf.item_gram - before.T @ before + after.T @ after
+        untouched_new = np.setdiff1d(np.arange(self.known_items, len(item_factors)), rows)
+        if len(untouched_new):
+            extra = item_factors[untouched_new].astype(np.float64)
+            item_gram = item_gram + extra.T @ extra
+        user_factors = mf.user_factors.copy()
+        user_rows, user_vectors = users_after
+        before = mf.user_factors[user_rows].astype(np.float64)
+        user_factors[user_rows] = user_vectors
+        after = user_factors[user_rows].astype(np.float64)
+        user_gram = mf.user_gram - before.T @ before + after.T @ after
+        return mf.derive(new_items, item_factors, user_factors, item_gram, user_gram)
+
+    def _heldout_error(self, model: MatrixFactorisation, negatives: np.ndarray) -> float:
+        """Mean of c * (p - x.y)^2 over held-out pairs and their negatives (p = 0, c = 1). A user the model
+        does not know is folded in from the training part, as serving would; unknown users or items predict 0."""
+        holdout, train = self.holdout, self.train
+        if not holdout.users:
+            return 0.0
+        unknown = sorted({u for u in holdout.users if u not in model.user_index})
+        position = {u: n for n, u in enumerate(unknown)}
+        rows = [n for n, u in enumerate(train.users) if u in position and train.items[n] in model.item_index]
+        folded = fold_in_many(
+            model.item_gram,
+            model.item_factors[[model.item_index[train.items[n]] for n in rows]]
+            .astype(np.float64)
+            .reshape(-1, model.factors),
+            train.prefs[rows],
+            train.confs[rows],
+            groups=np.array([position[train.users[n]] for n in rows], dtype=np.int64),
+            count=len(unknown),
+            reg=self.reg,
+        )
+        vectors = np.array(
+            [
+                model.user_factors[model.user_index[u]] if u in model.user_index else folded[position[u]]
+                for u in holdout.users
+            ]
+        )
+        item_rows = np.array([model.item_index.get(i, -1) for i in holdout.items], dtype=np.int64)
+        known = item_rows >= 0
+        predicted = np.zeros(len(holdout.users))
+        predicted[known] = np.einsum("ij,ij->i", vectors[known], model.item_factors[item_rows[known]])
+        negative_scores = np.einsum("bf,bnf->bn", vectors, model.item_factors[negatives])
+        total = float(np.sum(holdout.confs * (holdout.prefs - predicted) ** 2) + np.sum(negative_scores**2))
+        return total / (len(holdout.users) * (1 + negatives.shape[1]))
 
 
-def _sgd(
-    work: _Working, pairs: _Pairs, params: OnlineHyperparameters, rng: np.random.Generator, reg: float
-) -> tuple[int, int]:
-    """Mini-batch SGD on the training pairs; returns how many distinct users and items moved."""
-    if not pairs.users:
-        return 0, 0
-    item_rows = np.array([work.item_index.get(i, -1) for i in pairs.items], dtype=np.int64)
-    known = item_rows >= 0
-    if not known.any():
-        return 0, 0
-    user_rows = work.user_rows(pairs.users)[known]
-    item_rows = item_rows[known]
-    prefs, confs = pairs.prefs[known], pairs.confs[known]
-    transient_names = list(work.transient)
-    transient = (
-        np.array([work.transient[u] for u in transient_names])
-        if transient_names
-        else np.zeros((0, work.items.shape[1]))
-    )
-    # One matrix of every user vector the update touches: model users first, then transient ones.
-    stored = np.unique(user_rows[user_rows >= 0])
-    local = {int(u): n for n, u in enumerate(stored)}
-    users = np.vstack([work.users[stored], transient]) if len(stored) else transient.copy()
-    rows_local = np.array([local[int(u)] if u >= 0 else len(stored) + (-1 - int(u)) for u in user_rows], dtype=np.int64)
-    items = work.items
-    lr = params.learning_rate
-    count = len(rows_local)
-    for _ in range(params.epochs):
-        order = rng.permutation(count)
-        for start in range(0, count, params.batch_size):
-            batch = order[start : start + params.batch_size]
-            u, i = rows_local[batch], item_rows[batch]
-            negatives = rng.integers(0, len(items), size=(len(batch), params.negatives))
-            x, y = users[u], items[i]
-            yn = items[negatives]  # (batch, negatives, factors)
-            conf = confs[batch]
-            err = conf * (prefs[batch] - np.einsum("ij,ij->i", x, y))
-            neg_pred = np.einsum("bf,bnf->bn", x, yn)  # negatives: p = 0, c = 1
-            grad_u = -err[:, None] * y + np.einsum("bn,bnf->bf", neg_pred, yn) + reg * x
-            grad_i = -err[:, None] * x + reg * y
-            grad_neg = neg_pred[:, :, None] * x[:, None, :]
-            # Each row's curvature in this batch: dividing its step by (1 + lr * curvature) is the implicit
-            # (proximal) SGD step, which never overshoots however confident the pair or large the rate.
-            x_sq = np.einsum("ij,ij->i", x, x)
-            curve_u = np.zeros(len(users))
-            np.add.at(curve_u, u, conf * np.einsum("ij,ij->i", y, y) + np.einsum("bnf,bnf->b", yn, yn) + reg)
-            step_u = np.zeros_like(users)
-            np.add.at(step_u, u, grad_u)
-            # Item rows this batch touches, indexed locally (the catalogue may be large).
-            touched, local_rows = np.unique(np.concatenate([i, negatives.ravel()]), return_inverse=True)
-            pos_local, neg_local = local_rows[: len(i)], local_rows[len(i) :]
-            curve_i = np.zeros(len(touched))
-            np.add.at(curve_i, pos_local, conf * x_sq + reg)
-            np.add.at(curve_i, neg_local, np.repeat(x_sq, negatives.shape[1]))
-            step_i = np.zeros((len(touched), items.shape[1]))
-            np.add.at(step_i, pos_local, grad_i)
-            np.add.at(step_i, neg_local, grad_neg.reshape(-1, items.shape[1]))
-            users -= (2 * lr / (1 + 2 * lr * curve_u))[:, None] * step_u
-            items[touched] -= (2 * lr / (1 + 2 * lr * curve_i))[:, None] * step_i
-    work.users[stored] = users[: len(stored)]
-    return len(stored) + len(transient_names), len(np.unique(item_rows))
+def _sgd_step(
+    users: np.ndarray,
+    items: np.ndarray,
+    *,
+    u: np.ndarray,
+    i: np.ndarray,
+    negatives: np.ndarray,
+    prefs: np.ndarray,
+    confs: np.ndarray,
+    lr: float,
+    reg: float,
+) -> None:
+    """One mini-batch step, in place. Each row's step is divided by (1 + 2 lr * its curvature in the batch):
+    the implicit (proximal) SGD step, which never overshoots however confident the pair or large the rate."""
+    x, y, yn = users[u], items[i], items[negatives]
+    err = confs * (prefs - np.einsum("ij,ij->i", x, y))
+    neg_pred = np.einsum("bf,bnf->bn", x, yn)
+    x_sq = np.einsum("ij,ij->i", x, x)
+    grad_u = -err[:, None] * y + np.einsum("bn,bnf->bf", neg_pred, yn) + reg * x
+    curve_u = confs * np.einsum("ij,ij->i", y, y) + np.einsum("bnf,bnf->b", yn, yn) + reg
+    touched, local = np.unique(np.concatenate([i, negatives.ravel()]), return_inverse=True)
+    grad_i = np.zeros((len(touched), items.shape[1]))
+    curve_i = np.zeros(len(touched))
+    np.add.at(grad_i, local[: len(i)], -err[:, None] * x + reg * y)
+    np.add.at(curve_i, local[: len(i)], confs * x_sq + reg)
+    np.add.at(grad_i, local[len(i) :], (neg_pred[:, :, None] * x[:, None, :]).reshape(-1, items.shape[1]))
+    np.add.at(curve_i, local[len(i) :], np.repeat(x_sq, negatives.shape[1]))
+    user_rows, user_local = np.unique(u, return_inverse=True)
+    grad_users = np.zeros((len(user_rows), users.shape[1]))
+    curve_users = np.zeros(len(user_rows))
+    np.add.at(grad_users, user_local, grad_u)
+    np.add.at(curve_users, user_local, curve_u)
+    users[user_rows] -= (2 * lr / (1 + 2 * lr * curve_users))[:, None] * grad_users
+    items[touched] -= (2 * lr / (1 + 2 * lr * curve_i))[:, None] * grad_i

@@ -1,0 +1,212 @@
+"""`python -m bench.online_update`: cost of online learning (JSON on stdout).
+
+- `update`: one online step of a full buffer (ONLINE_LEARNING_BUFFER_SIZE events, default 1000) on an MF
+  champion of the given catalogue size: the guide's budget is 100 ms. Measured on `recloop.online.apply_update`
+  (grow, SGD, held-out check), each repeat on a fresh buffer of long-tailed synthetic events with 10% new
+  items and 30% users unknown to the model.
+- `update_with_publication`: the whole `OnlineLearner.update()` of the OnlineUpdateFunction on real Redis
+  and S3 emulated in process by moto: lock, read buffer, checkpoint, step, register and promote the new
+  version (its bundle serialised), drain. moto's S3 is not AWS's; the step alone is the budgeted part.
+- `kinesis_batch_handler`: `process_kinesis_batch` over batches of 100 records (archive to moto S3, feature
+  update and buffer append in real Redis), in records per second.
+
+Usage: python -m bench.online_update [--catalogues 10000,100000] [--users 100000] [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.__main__ import EVENT_TYPES, T0, configure
+from bench.common import log, redis_server, summary, zipf_items
+
+FACTORS = 48
+
+
+def synthetic_mf(catalogue: int, users: int, seed: int = 3) -> Any:
+    from recloop.models.mf import MatrixFactorisation
+
+    rng = np.random.default_rng(seed)
+    return MatrixFactorisation(
+        [f"i{n}" for n in range(catalogue)],
+        rng.normal(0, 0.15, (catalogue, FACTORS)).astype(np.float32),
+        [f"u{n}" for n in range(users)],
+        rng.normal(0, 0.15, (users, FACTORS)).astype(np.float32),
+        0.1,
+        20.0,
+    )
+
+
+def buffer_events(rng: np.random.Generator, catalogue: int, users: int, size: int, start: float) -> list[Any]:
+    from recloop.interactions import InteractionIn
+
+    items = zipf_items(rng, catalogue, size)
+    who = rng.integers(0, users, size=size)
+    kinds = rng.integers(0, len(EVENT_TYPES), size=size)
+    new_item = rng.random(size) < 0.1
+    new_user = rng.random(size) < 0.3
+    events = []
+    for n in range(size):
+        item = f"new-i{items[n]}" if new_item[n] else f"i{items[n]}"
+        user = f"new-u{who[n]}" if new_user[n] else f"u{who[n]}"
+        t = start + n
+        events.append(
+            InteractionIn(user_id=user, item_id=item, event_type=EVENT_TYPES[kinds[n]], timestamp=t).to_event(t)
+        )
+    return events
+
+
+def bench_update(catalogue: int, users: int, buffer: int, repeat: int) -> dict[str, Any]:
+    from recloop.models.bundle import ModelKind
+    from recloop.online import apply_update, online_hyperparameters
+    from recloop.settings import Settings
+
+    params = online_hyperparameters(Settings.from_env({}))
+    mf = synthetic_mf(catalogue, users)
+    rng = np.random.default_rng(11)
+    samples, published = [], 0
+    for n in range(repeat + 3):
+        events = buffer_events(rng, catalogue, users, buffer, T0 + n * buffer)
+        started = time.perf_counter()
+        result = apply_update(ModelKind.MF, mf, events, params)
+        elapsed = (time.perf_counter() - started) * 1000
+        if n >= 3:  # the first steps warm numpy's code paths and allocator
+            samples.append(elapsed)
+            published += result.step.improved
+    return {
+        "catalogue": catalogue,
+        "model_users": users,
+        "factors": FACTORS,
+        "buffer_events": buffer,
+        "batch_size": params.batch_size,
+        "epochs": params.epochs,
+        "step": summary(samples),
+        "held_out_not_worse": published,
+    }
+
+
+def bench_update_with_publication(redis_url: str, catalogue: int, users: int, repeat: int) -> dict[str, Any]:
+    import boto3
+    import redis
+    from moto import mock_aws
+
+    from recloop.models.bundle import ModelKind, ModelMetadata
+    from recloop.online import BUFFER_KEY, OnlineLearner
+    from recloop.registry import ModelRegistry
+    from recloop.settings import Settings
+
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    rng = np.random.default_rng(5)
+    samples, steps = [], []
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="recloop-bench")
+        registry = ModelRegistry(s3, "recloop-bench", client)
+        registry.register(
+            synthetic_mf(catalogue, users).to_bundle(ModelMetadata(version="mf-bench-0", kind=ModelKind.MF))
+        )
+        registry.promote("mf-bench-0")
+        learner = OnlineLearner(client, registry, settings)
+        for n in range(repeat):
+            for event in buffer_events(rng, catalogue, users, settings.online_learning_buffer_size, T0 + n * 1000):
+                client.rpush(BUFFER_KEY, event.to_record())
+            started = time.perf_counter()
+            result = learner.update()
+            samples.append((time.perf_counter() - started) * 1000)
+            steps.append(result.update_ms or 0.0)
+    client.flushdb()
+    return {"catalogue": catalogue, "whole_update": summary(samples), "step_inside": summary(steps)}
+
+
+def kinesis_record(event: Any, sequence: int) -> dict[str, Any]:
+    return {
+        "eventID": f"shardId-000000000000:{sequence}",
+        "eventSource": "aws:kinesis",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/recloop-bench",
+        "kinesis": {
+            "data": base64.b64encode(event.to_record()).decode(),
+            "partitionKey": event.user_id,
+            "sequenceNumber": str(sequence),
+            "kinesisSchemaVersion": "1.0",
+            "approximateArrivalTimestamp": event.timestamp,
+        },
+    }
+
+
+def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100) -> dict[str, Any]:
+    import boto3
+    from moto import mock_aws
+
+    from recloop.features import FeatureStore
+    from recloop.settings import Settings
+    from recloop.store import connect
+    from recloop.stream import DeadLetters, StreamConsumer, process_kinesis_batch
+
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    client = connect(settings)
+    client.flushdb()
+    rng = np.random.default_rng(9)
+    events = buffer_events(rng, 100_000, 100_000, batches * batch_size, T0)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="recloop-bench")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queue = sqs.create_queue(QueueName="recloop-bench-dlq")["QueueUrl"]
+        consumer = StreamConsumer(FeatureStore(client, settings), s3, "recloop-bench")
+        dead_letters = DeadLetters(sqs, queue)
+        seconds = []
+        for b in range(batches):
+            chunk = events[b * batch_size : (b + 1) * batch_size]
+            batch = {"Records": [kinesis_record(e, b * batch_size + n) for n, e in enumerate(chunk)]}
+            started = time.perf_counter()
+            response = process_kinesis_batch(batch, consumer, dead_letters)
+            seconds.append(time.perf_counter() - started)
+            if response["batchItemFailures"]:
+                raise RuntimeError(f"batch {b} reported failures: {response}")
+    client.flushdb()
+    per_batch_ms = [s * 1000 for s in seconds]
+    return {
+        "batch_size": batch_size,
+        "batches": batches,
+        "per_batch": summary(per_batch_ms),
+        "records_per_s": round(batch_size * batches / sum(seconds), 1),
+        "s3": "moto in process",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.online_update", description=__doc__)
+    parser.add_argument("--catalogues", default="10000,100000")
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--batches", type=int, default=30)
+    args = parser.parse_args()
+    catalogues = [int(c) for c in args.catalogues.split(",")]
+    report: dict[str, Any] = {"python": sys.version.split()[0], "update": [], "update_with_publication": []}
+    with redis_server() as url:
+        configure(url)
+        for catalogue in catalogues:
+            log(f"online step, catalogue {catalogue}")
+            report["update"].append(bench_update(catalogue, args.users, 1000, args.repeat))
+        log("whole update with publication (moto S3)")
+        report["update_with_publication"].append(
+            bench_update_with_publication(url, catalogues[0], args.users, max(5, args.repeat // 3))
+        )
+        log("Kinesis batch handler")
+        report["kinesis_batch_handler"] = bench_kinesis_batches(url, args.batches)
+    worst = max(u["step"]["p99_ms"] for u in report["update"])
+    report["targets_met"] = {"online_update_1000_events_p99_le_100ms": worst <= 100.0}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
