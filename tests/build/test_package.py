@@ -443,11 +443,28 @@ def test_small_functions_do_not_carry_the_numeric_layer(built_functions: list[Bu
         assert not heavy, f"{name} ships numeric libraries it does not need: {heavy}"
 
 
+# Same argv convention. Imports the online-update handler, registers the model loaders as an update or rollback
+# does, and reports the kinds that can then be loaded.
+ONLINE_LOADERS_PROBE = textwrap.dedent(
+    """
+    import importlib, json, sys
+    sys.path[:0] = sys.argv[2:]
+    importlib.import_module(sys.argv[1].rpartition(".")[0])
+    from recloop.models.loading import LOADERS
+    from recloop.online_handler import register_model_loaders
+    before = sorted(LOADERS)
+    register_model_loaders()
+    print("LOADERS", json.dumps({"before": before, "after": sorted(LOADERS)}))
+    """
+)
+
+
 def test_the_online_update_function_imports_with_its_layers(
     built_functions: list[BuiltFunction], import_in_clean_interpreter: Any
 ) -> None:
-    """The stream consumer ships with the core and numeric layers (the update works on numpy vectors), imports
-    cleanly with them, and leaves numpy to the first update: a batch that fills no buffer never loads it."""
+    """The stream consumer ships with the core and numeric layers (an update works on numpy vectors, a rollback loads
+    the version it promotes), imports cleanly with them, and leaves numpy to the first update or rollback: a batch
+    that fills no buffer never loads it."""
     online = _function(built_functions, "OnlineUpdateFunction")
     assert [layer.name for layer in online.layers] == ["CoreLayer", "NumericLayer"], online.layers
     result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler)
@@ -455,3 +472,6 @@ def test_the_online_update_function_imports_with_its_layers(
     result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler, probe=NUMERIC_MODULES_PROBE)
     assert result.returncode == 0 and "MODULES" in result.stdout, result.stderr[-3000:]
     assert json.loads(result.stdout.split("MODULES", 1)[1]) == []
+    result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler, probe=ONLINE_LOADERS_PROBE)
+    assert result.returncode == 0 and "LOADERS" in result.stdout, result.stderr[-3000:]
+    assert json.loads(result.stdout.split("LOADERS", 1)[1]) == {"before": [], "after": ["lgbm", "mf"]}

@@ -1,8 +1,9 @@
 """Online-learning routes of the ops function (API Gateway proxy events), over moto S3 and Lambda and a real Redis.
 
-moto plays Lambda without Docker (`use_docker: False`): an invocation answers with the reply queued through
-moto's API. The trigger tests queue the reply that the real online-update handler gave, so the route is checked
-against what the function really answers; the deployed wiring (payload, permissions) is covered end to end.
+Trigger and rollback run in the online-update function. moto plays Lambda without Docker (`use_docker: False`):
+an invocation answers with the reply queued through moto's API, and these tests queue the reply the real
+online-update handler gave to the same request, so each route is checked against what the function really answers.
+The deployed wiring (payload, permissions, timeouts) is covered end to end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from recloop.online import CHECKPOINTS_PREFIX, LOCK_KEY, STATS_KEY, Checkpoint
 from recloop.registry import ModelRegistry
 from recloop.services import reset_services
 from tests.conftest import REGION, TEST_BUCKET, ApiClient, LambdaContext, load_function
-from tests.integration.test_online_handler import records
+from tests.integration.test_online_handler import published_twice, records
 from tests.integration.test_online_learning import champion, stream_with_new_item
 from tests.integration.test_stream import kinesis_batch
 
@@ -47,7 +48,10 @@ def lambda_service(aws: dict[str, Any]) -> Iterator[Any]:
             archive.writestr("app.py", "def lambda_handler(event, context):\n    return event\n")
         client = boto3.client("lambda", region_name=REGION)
         client.create_function(
-            FunctionName=FUNCTION, Runtime="python3.12", Role=role, Handler="app.lambda_handler",
+            FunctionName=FUNCTION,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.lambda_handler",
             Code={"ZipFile": code.getvalue()},
         )
         yield client
@@ -170,55 +174,49 @@ def test_trigger_without_a_configured_function_is_a_503(ops: ApiClient, monkeypa
 # ---- rollback ----------------------------------------------------------------------------------------------
 
 
-def two_published_updates(online_update: Any, registry: ModelRegistry) -> list[str]:
-    """champion -> v1 -> v2, each by a full buffer through the stream; the versions in that order."""
-    champion(registry, CHAMPION)
-    for n in range(2):
-        events = stream_with_new_item(40, f"a-new-{n}", 1_700_000_000.0 + 100_000 * (n + 1))[:40]
-        assert online_update(kinesis_batch(records(events, first_sequence=1000 + 100 * n))) == {
-            "batchItemFailures": []
-        }
-    pointer = registry.champion(use_cache=False)
-    return [CHAMPION, pointer.previous_version, pointer.version]
+def test_rollback_answers_with_the_new_champion(ops: ApiClient, online_update: Any, registry) -> None:
+    first, second, third = published_twice(online_update, registry)
+    queue_function_reply(online_update({"action": "rollback", "version": second}))
 
+    status, body = ops.request("ops", "POST", ROLLBACK, {"version": second, "reason": "bad recommendations"})
 
-def test_rollback_to_the_newest_checkpoint_then_to_a_named_one(ops: ApiClient, online_update: Any, registry) -> None:
-    first, second, third = two_published_updates(online_update, registry)
-
-    status, body = ops.request("ops", "POST", ROLLBACK)  # no body: the newest checkpoint that is not the champion
     assert status == 200 and body["status"] == "rolled_back"
     assert body["champion"]["version"] == second and body["champion"]["previous_version"] == third
-
-    status, body = ops.request("ops", "POST", ROLLBACK, {"version": first, "reason": "bad recommendations"})
-    assert status == 200 and body["champion"]["version"] == first
-    assert registry.champion(use_cache=False).version == first
-
     status, body = ops.request("ops", "GET", STATUS)
-    assert body["current_version"] == first and body["rollbacks"] == 2
+    assert body["current_version"] == second and body["rollbacks"] == 1
+    assert [c["version"] for c in body["checkpoints"]] == [second, first]
 
 
-def test_rollback_to_an_unknown_checkpoint_is_a_404(ops: ApiClient, online_update: Any, registry) -> None:
-    two_published_updates(online_update, registry)
-    status, body = ops.request("ops", "POST", ROLLBACK, {"version": "mf-never-checkpointed"})
-    assert status == 404 and body["error"] == "checkpoint_not_found" and body["version"] == "mf-never-checkpointed"
+REFUSALS = {
+    "unknown checkpoint": ({"version": "mf-never-checkpointed"}, 404, "checkpoint_not_found"),
+    "checkpointed version deleted": ({"version": "mf-deleted"}, 404, "model_not_found"),
+    "nothing to roll back to": (None, 409, "no_previous_checkpoint"),
+}
 
 
-def test_rollback_without_a_checkpoint_is_a_409(ops: ApiClient, registry) -> None:
+@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
+def test_rollback_refusals_keep_the_champion(ops: ApiClient, online_update: Any, registry, case: tuple) -> None:
+    request_body, status, error = case
     champion(registry, CHAMPION)
+    if request_body is not None:  # a checkpoint record naming a version that is no longer registered
+        gone = Checkpoint(version="mf-deleted", created_at="2026-11-27T00:00:00+00:00", reason="test")
+        registry.s3.put_object(
+            Bucket=TEST_BUCKET, Key=f"{CHECKPOINTS_PREFIX}mf-deleted.json", Body=gone.model_dump_json().encode()
+        )
+    queue_function_reply(online_update({"action": "rollback", **(request_body or {})}))
+
+    code, body = ops.request("ops", "POST", ROLLBACK, request_body)
+
+    assert (code, body["error"]) == (status, error)
+    if request_body:
+        assert body["version"] == request_body["version"] and request_body["version"] in body["message"]
+    assert registry.champion(use_cache=False).version == CHAMPION
+
+
+def test_rollback_with_an_unexpected_reply_is_a_502(ops: ApiClient) -> None:
+    queue_function_reply({"status": "ok", "champion": None})
     status, body = ops.request("ops", "POST", ROLLBACK, {})
-    assert status == 409 and body["error"] == "no_previous_checkpoint"
-    assert registry.champion(use_cache=False).version == CHAMPION
-
-
-def test_rollback_to_a_checkpoint_whose_version_is_gone_is_refused(ops: ApiClient, registry, aws) -> None:
-    champion(registry, CHAMPION)
-    record = Checkpoint(version="mf-deleted", created_at="2026-11-27T00:00:00+00:00", reason="test")
-    aws["s3"].put_object(
-        Bucket=TEST_BUCKET, Key=f"{CHECKPOINTS_PREFIX}mf-deleted.json", Body=record.model_dump_json().encode()
-    )
-    status, body = ops.request("ops", "POST", ROLLBACK, {"version": "mf-deleted"})
-    assert status == 404 and body["error"] == "model_not_found"
-    assert registry.champion(use_cache=False).version == CHAMPION
+    assert status == 502 and body["error"] == "online_update_failed"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from recloop.interactions import Interaction
 from recloop.models.bundle import ModelKind
-from recloop.online import BUFFER_KEY, LOCK_KEY, STATS_KEY, UpdateOutcome
+from recloop.online import BUFFER_KEY, CHECKPOINTS_PREFIX, LOCK_KEY, STATS_KEY, Checkpoint, UpdateOutcome
 from recloop.registry import ModelRegistry
 from recloop.services import get_services, reset_services
 from recloop.store import Keys
@@ -223,7 +223,61 @@ def test_trigger_while_an_update_runs_says_so(handler, redis_client) -> None:
     assert handler({"action": "trigger"}) == {"status": "running"}
 
 
-@pytest.mark.parametrize("event", [{}, {"action": "retrain"}, {"action": "trigger", "force": True}])
+def published_twice(handler: Callable[[dict], dict], registry: ModelRegistry) -> list[str]:
+    """champion -> v1 -> v2, each by a full buffer through the stream; the three versions in that order."""
+    champion(registry, CHAMPION)
+    for n in range(2):
+        events = stream_with_new_item(40, f"a-new-{n}", 1_700_000_000.0 + 100_000 * (n + 1))[:40]
+        assert handler(kinesis_batch(records(events, first_sequence=1000 + 100 * n))) == {"batchItemFailures": []}
+    pointer = registry.champion(use_cache=False)
+    return [CHAMPION, pointer.previous_version, pointer.version]
+
+
+def test_rollback_to_the_newest_checkpoint_then_to_a_named_one(handler, registry, redis_client) -> None:
+    first, second, third = published_twice(handler, registry)
+
+    reply = handler({"action": "rollback"})
+    assert reply["status"] == "ok"
+    assert (reply["champion"]["version"], reply["champion"]["previous_version"]) == (second, third)
+
+    reply = handler({"action": "rollback", "version": first, "reason": "bad recommendations"})
+    assert reply["status"] == "ok" and reply["champion"]["version"] == first
+    assert registry.champion(use_cache=False).version == first
+    assert redis_client.hget(STATS_KEY, "rollbacks") == "2"
+
+
+def test_rollback_refusals_are_replies_naming_the_reason(handler, registry, aws) -> None:
+    champion(registry, CHAMPION)
+    assert handler({"action": "rollback"}) == {
+        "status": "refused",
+        "error": "no_previous_checkpoint",
+        "message": "no checkpoint other than the champion to roll back to",
+    }
+    reply = handler({"action": "rollback", "version": "mf-never-checkpointed"})
+    assert (reply["status"], reply["error"], reply["version"]) == (
+        "refused",
+        "checkpoint_not_found",
+        "mf-never-checkpointed",
+    )
+
+    gone = Checkpoint(version="mf-deleted", created_at="2026-11-27T00:00:00+00:00", reason="test")
+    aws["s3"].put_object(
+        Bucket=TEST_BUCKET, Key=f"{CHECKPOINTS_PREFIX}mf-deleted.json", Body=gone.model_dump_json().encode()
+    )
+    reply = handler({"action": "rollback", "version": "mf-deleted"})
+    assert (reply["status"], reply["error"], reply["version"]) == ("refused", "model_not_found", "mf-deleted")
+    assert registry.champion(use_cache=False).version == CHAMPION
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"action": "retrain"},
+        {"action": "trigger", "force": True},
+        {"action": "rollback", "version": "../models/champion"},
+    ],
+)
 def test_an_unknown_invocation_is_refused(handler, event: dict) -> None:
     with pytest.raises(ValidationError):
         handler(event)

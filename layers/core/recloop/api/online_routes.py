@@ -1,7 +1,8 @@
 """Online-learning routes: status of the buffer and the updates, a manual update, rollback to a checkpoint.
 
-The update itself runs in OnlineUpdateFunction (numpy and the model live there): the trigger route invokes it
-synchronously and answers with its result. Status and rollback need neither and run here.
+Status is read here. The update and the rollback run in OnlineUpdateFunction, invoked synchronously: an update
+works on the model's numpy vectors, and a rollback makes the registry load the version before it becomes champion
+(it refuses one that cannot serve), which takes the model code and the numeric layer this function goes without.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recloop.api.models_routes import MAX_REASON_LENGTH, ChampionChangeOut, registry_errors
 from recloop.api.resolver import ApiError
-from recloop.online import CheckpointNotFoundError, OnlineStatus, UpdateResult
-from recloop.registry import VERSION_PATTERN
+from recloop.online import OnlineStatus, UpdateResult
+from recloop.registry import VERSION_PATTERN, ChampionPointer
 from recloop.services import get_services
 
 router = Router()
@@ -25,12 +26,24 @@ logger = Logger(child=True)
 
 TAGS = ["online learning"]
 PREFIX = "/api/v1/mlops/online-learning"
-TRIGGER_EVENT = {"action": "trigger"}
+# What the function refuses (a reply, not an error), as HTTP statuses.
+REFUSAL_STATUS = {
+    "checkpoint_not_found": 404,
+    "model_not_found": 404,
+    "no_previous_checkpoint": 409,
+    "model_not_servable": 409,
+    "concurrent_change": 409,
+}
 
 
 class TriggerOut(BaseModel):
     status: Literal["ok"]
     result: UpdateResult
+
+
+class RollbackReply(BaseModel):
+    status: Literal["ok"]
+    champion: ChampionPointer
 
 
 class OnlineRollbackIn(BaseModel):
@@ -58,42 +71,39 @@ def online_status() -> OnlineStatus:
     responses={409: {"description": "an update is already running"}, 502: {"description": "the update failed"}},
 )
 def trigger_update() -> TriggerOut:
-    reply = _invoke_online_update()
+    reply = _invoke_online_update({"action": "trigger"})
     if reply.get("status") == "running":
         raise ApiError(409, "update_running", "an online update is already running; check the status and retry")
-    try:
-        return TriggerOut.model_validate(reply)
-    except ValidationError as exc:
-        logger.error("unexpected reply from the online-update function", extra={"reply": reply})
-        raise ApiError(502, "online_update_failed", "the online-update function gave an unexpected reply") from exc
+    return _reply_as(TriggerOut, reply)
 
 
 @router.post(
     f"{PREFIX}/rollback",
     summary="Serve a checkpointed version again (default: the newest checkpoint that is not the champion)",
     tags=TAGS,
+    responses={404: {"description": "no such checkpoint"}, 409: {"description": "refused; the champion is unchanged"}},
 )
 def rollback_online_update(body: Annotated[OnlineRollbackIn | None, Body()] = None) -> ChampionChangeOut:
     request = body or OnlineRollbackIn()
-    learner = get_services().online_learner
-    with registry_errors(request.version):
-        try:
-            pointer = learner.rollback(request.version)
-        except CheckpointNotFoundError as exc:
-            if request.version is None:
-                raise ApiError(
-                    409, "no_previous_checkpoint", "no checkpoint other than the champion to roll back to"
-                ) from exc
-            raise ApiError(404, "checkpoint_not_found", str(exc), version=request.version) from exc
-    logger.info(
-        "online learning rollback",
-        extra={"version": pointer.version, "from": pointer.previous_version, "reason": request.reason or "via API"},
-    )
+    reply = _invoke_online_update({"action": "rollback", **request.model_dump(exclude_none=True)})
+    if reply.get("status") == "refused" and reply.get("error") in REFUSAL_STATUS:
+        error = reply["error"]
+        extra = {"version": reply["version"]} if reply.get("version") else {}
+        raise ApiError(REFUSAL_STATUS[error], error, str(reply.get("message", error)), **extra)
+    pointer = _reply_as(RollbackReply, reply).champion
     return ChampionChangeOut(status="rolled_back", champion=pointer)
 
 
-def _invoke_online_update() -> dict[str, Any]:
-    """Invoke OnlineUpdateFunction with {"action": "trigger"} and return its reply (ApiError when it failed)."""
+def _reply_as[T: BaseModel](model: type[T], reply: dict[str, Any]) -> T:
+    try:
+        return model.model_validate(reply)
+    except ValidationError as exc:
+        logger.error("unexpected reply from the online-update function", extra={"reply": reply})
+        raise ApiError(502, "online_update_failed", "the online-update function gave an unexpected reply") from exc
+
+
+def _invoke_online_update(event: dict[str, Any]) -> dict[str, Any]:
+    """Invoke OnlineUpdateFunction with `event` and return its reply (ApiError when it could not answer)."""
     from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
     services = get_services()
@@ -102,12 +112,14 @@ def _invoke_online_update() -> dict[str, Any]:
         raise ApiError(503, "online_update_unavailable", "no online-update function is configured")
     try:
         response = services.invoke_client().invoke(
-            FunctionName=name, InvocationType="RequestResponse", Payload=json.dumps(TRIGGER_EVENT).encode()
+            FunctionName=name, InvocationType="RequestResponse", Payload=json.dumps(event).encode()
         )
         payload = response["Payload"].read()
     except ReadTimeoutError as exc:
         raise ApiError(
-            504, "update_timeout", "the update did not answer in time; it may still be running: check the status"
+            504,
+            "online_update_timeout",
+            "the online-update function did not answer in time; it may still be running: check the status",
         ) from exc
     except (ClientError, BotoCoreError) as exc:
         logger.exception("online-update function not invoked")
