@@ -29,6 +29,14 @@ class OnlineLearning(StaticModel):
         self.outcomes: Counter[str] = Counter()
         self.hyperparameters = online_hyperparameters(context.settings)
         self.step = 0
+        self.served_log: list[Any] = []  # what the recommend path logs to Redis (recloop.feature_log)
+
+    def recommend(self, user_id: str, k: int, now: float) -> list[str]:
+        result = self.recommender.recommend(user_id, k, now=now, log=False)
+        self.models[result.model_version] += 1
+        if result.served_features is not None:
+            self.served_log.append(result.served_features)
+        return [item.item_id for item in result.items]
 
     def ingest(self, event: Interaction) -> None:
         self.buffer.append(event)
@@ -39,8 +47,12 @@ class OnlineLearning(StaticModel):
             self.outcomes["not_updated"] += 1
             return
         self.step += 1
-        result = apply_update(self.served.kind, self.served.model, events, self.hyperparameters)
-        if result.step.improved:
+        result = apply_update(self.served.kind, self.served.model, events, self.hyperparameters, self.served_log)
+        self.served_log = self.served_log[-self.context.settings.feature_log_cap :]
+        if result.refit is not None:
+            self.outcomes["ranker_refit_kept" if result.refit.improved else "ranker_refit_dropped"] += 1
+        self.outcomes["mf_step_kept" if result.step.improved else "mf_step_dropped"] += 1
+        if result.improved:
             self.served = TrainedModel(
                 f"online-{self.step}", self.kind, result.model, self.context.store, self.context.settings
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -79,6 +80,11 @@ class UpdateResult(BaseModel):
     new_items: int = 0
     updated_users: int = 0
     updated_items: int = 0
+    mf_updated: bool = False
+    ranker_queries: int = 0
+    ranker_ndcg_before: float | None = None
+    ranker_ndcg_after: float | None = None
+    ranker_updated: bool = False
 
 
 class Checkpoint(BaseModel):
@@ -114,29 +120,52 @@ class OnlineStatus(BaseModel):
 
 @dataclass(frozen=True)
 class UpdatedModel:
+    """The model after one online step: each part updated only where its held-out check passed."""
+
     model: Any  # the same kind as the input: MatrixFactorisation or RankerModel
-    step: Any  # recloop.models.online_mf.OnlineStep
+    step: Any  # recloop.models.online_mf.OnlineStep: the MF vectors
+    refit: Any = None  # recloop.models.online_ranker.RefitStep: the ranker's leaves (lgbm, enough queries)
+
+    @property
+    def improved(self) -> bool:
+        return self.step.improved or (self.refit is not None and self.refit.improved)
 
 
 def online_hyperparameters(settings: Settings) -> Any:
     from recloop.models.online_mf import OnlineHyperparameters
 
     return OnlineHyperparameters(
-        batch_size=settings.online_learning_batch_size, learning_rate=settings.online_learning_learning_rate
+        batch_size=settings.online_learning_batch_size,
+        learning_rate=settings.online_learning_learning_rate,
+        refit_decay=settings.online_learning_refit_decay,
+        attribution_window_seconds=settings.attribution_window_seconds,
     )
 
 
-def apply_update(kind: ModelKind, model: Any, events: list[Interaction], params: Any) -> UpdatedModel:
-    """One online step of a served model (`mf` or `lgbm`); the input model is left unchanged."""
+def apply_update(
+    kind: ModelKind, model: Any, events: list[Interaction], params: Any, served: Sequence[Any] = ()
+) -> UpdatedModel:
+    """One online step of a served model (`mf` or `lgbm`); the input model is left unchanged.
+
+    `served` is the served-feature log (recloop.feature_log.ServedFeatures) for the ranker's refit.
+    """
     from recloop.models.online_mf import update_mf
 
-    if kind is ModelKind.LGBM:
-        from recloop.models.ranker import RankerModel
+    mf = model.mf if kind is ModelKind.LGBM else model
+    step = update_mf(mf, events, params)
+    new_mf = step.mf if step.improved else mf
+    if kind is not ModelKind.LGBM:
+        return UpdatedModel(new_mf, step)
+    from recloop.feature_log import labelled_queries
+    from recloop.models.online_ranker import refit_ranker
+    from recloop.models.ranker import RankerModel
 
-        step = update_mf(model.mf, events, params)
-        return UpdatedModel(RankerModel(step.mf, model.booster), step)
-    step = update_mf(model, events, params)
-    return UpdatedModel(step.mf, step)
+    refit = None
+    if served:
+        queries = labelled_queries(served, events, params.attribution_window_seconds)
+        refit = refit_ranker(model.booster, queries, step.heldout_from, params.refit_decay)
+    booster = refit.booster if refit is not None and refit.improved else model.booster
+    return UpdatedModel(RankerModel(new_mf, booster), step, refit)
 
 
 class OnlineLearner:
@@ -184,10 +213,11 @@ class OnlineLearner:
             return UpdateResult(outcome=UpdateOutcome.NO_MODEL, events=len(events))
         model = self._champion_model(pointer.version, metadata.kind)
         self.checkpoint(pointer.version, "before online update")
+        served = self._served_features() if metadata.kind is ModelKind.LGBM else []
         started = time.perf_counter()
-        updated = apply_update(metadata.kind, model, events, self.params)
+        updated = apply_update(metadata.kind, model, events, self.params, served)
         update_ms = (time.perf_counter() - started) * 1000
-        step = updated.step
+        step, refit = updated.step, updated.refit
         result = UpdateResult(
             outcome=UpdateOutcome.ROLLED_BACK,
             events=len(events),
@@ -198,9 +228,14 @@ class OnlineLearner:
             new_items=step.new_items,
             updated_users=step.updated_users,
             updated_items=step.updated_items,
+            mf_updated=step.improved,
+            ranker_queries=refit.train_queries if refit else 0,
+            ranker_ndcg_before=round(refit.ndcg_before, 6) if refit else None,
+            ranker_ndcg_after=round(refit.ndcg_after, 6) if refit else None,
+            ranker_updated=bool(refit and refit.improved),
         )
-        if step.improved:
-            result.to_version = self._publish(metadata, updated.model, events, step)
+        if updated.improved:
+            result.to_version = self._publish(metadata, updated.model, events, result)
             result.outcome = UpdateOutcome.PUBLISHED
             self._loaded = (result.to_version, metadata.kind, updated.model)
         else:
@@ -214,6 +249,18 @@ class OnlineLearner:
             self._params = online_hyperparameters(self.settings)
         return self._params
 
+    def _served_features(self) -> list[Any]:
+        """The served-feature log (a corrupt record is skipped: it must not stop learning)."""
+        from recloop.feature_log import FEATURE_LOG_KEY, ServedFeatures
+
+        served = []
+        for raw in self.redis.lrange(FEATURE_LOG_KEY, 0, -1):
+            try:
+                served.append(ServedFeatures.decode(raw))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("unreadable served-feature record skipped")
+        return served
+
     def _champion_model(self, version: str, kind: ModelKind) -> Any:
         from recloop.models.loading import load_model
 
@@ -221,7 +268,7 @@ class OnlineLearner:
             self._loaded = (version, kind, load_model(self.registry.load(version)))
         return self._loaded[2]
 
-    def _publish(self, parent: Any, model: Any, events: list[Interaction], step: Any) -> str:
+    def _publish(self, parent: Any, model: Any, events: list[Interaction], result: UpdateResult) -> str:
         from recloop.models.bundle import DataWindow, ModelMetadata
         from recloop.registry import new_version_id
 
@@ -238,17 +285,34 @@ class OnlineLearner:
             feature_spec=dict(parent.feature_spec),
             hyperparameters={
                 **parent.hyperparameters,
-                "online": {"batch_size": self.params.batch_size, "learning_rate": self.params.learning_rate},
+                "online": {
+                    "batch_size": self.params.batch_size,
+                    "learning_rate": self.params.learning_rate,
+                    "epochs": self.params.epochs,
+                    "refit_decay": self.params.refit_decay,
+                },
             },
             metrics={
-                "online_error_before": step.error_before,
-                "online_error_after": step.error_after,
-                "online_events": float(len(events)),
+                name: float(value)
+                for name, value in {
+                    "online_error_before": result.error_before,
+                    "online_error_after": result.error_after if result.mf_updated else result.error_before,
+                    "online_events": len(events),
+                    "online_ranker_ndcg_before": result.ranker_ndcg_before,
+                    "online_ranker_ndcg_after": result.ranker_ndcg_after,
+                }.items()
+                if value is not None
             },
         )
         self.registry.register(model.to_bundle(metadata))
         self.registry.promote(
-            version, reason=f"online update: held-out error {step.error_before:.4f} -> {step.error_after:.4f}"
+            version,
+            reason=f"online update: MF held-out error {result.error_before:.4f} -> {result.error_after:.4f}"
+            + (
+                f", ranker NDCG@10 {result.ranker_ndcg_before:.4f} -> {result.ranker_ndcg_after:.4f}"
+                if result.ranker_updated
+                else ""
+            ),
         )
         return version
 
@@ -261,7 +325,7 @@ class OnlineLearner:
         if result.update_ms is not None:
             pipe.hincrbyfloat(STATS_KEY, "update_ms_sum", result.update_ms)
             pipe.hincrby(STATS_KEY, "timed_updates", 1)
-            served_error = result.error_after if result.outcome is UpdateOutcome.PUBLISHED else result.error_before
+            served_error = result.error_after if result.mf_updated else result.error_before
             pipe.hincrbyfloat(STATS_KEY, "prediction_error_sum", served_error or 0.0)
         pipe.hset(
             STATS_KEY,

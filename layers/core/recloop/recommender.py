@@ -11,6 +11,7 @@ in as further scorers and sources; the built-in ones need no training:
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -198,6 +199,7 @@ class Recommendation:
     model_version: str
     cold_start: bool
     degraded: bool = False
+    served_features: Any = None  # recloop.feature_log.ServedFeatures when a ranker scored the candidates
 
 
 class Recommender:
@@ -228,12 +230,21 @@ class Recommender:
         ctx, eligible, scorer = self.candidates(user_id, count, exclude, categories, now)
         scores = scorer.score(ctx, eligible)
         ranked = sorted(zip(eligible, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:count]
+        served = None
+        if "served_features" in ctx.extras:
+            from recloop.feature_log import ServedFeatures
+
+            shortlist, rows, shortlist_scores = ctx.extras["served_features"]
+            served = ServedFeatures.select(
+                user_id, now, scorer.model_version, items=shortlist, rows=rows, scores=shortlist_scores
+            )
         result = Recommendation(
             recommendation_id=new_recommendation_id(),
             user_id=user_id,
             items=[ScoredItem(item, round(score, 6), rank) for rank, (item, score) in enumerate(ranked, 1)],
             model_version=scorer.model_version,
             cold_start=ctx.profile.is_cold,
+            served_features=served,
         )
         if log:
             self._log(result, now)
@@ -314,6 +325,12 @@ class Recommender:
         pipe.hincrby(Keys.COUNTERS, "cache:miss", misses)
         if result.cold_start:
             pipe.hincrby(Keys.COUNTERS, "recommend:cold", 1)
+        served = result.served_features
+        if served is not None and random.random() < self.settings.feature_log_sample_rate:
+            from recloop.feature_log import FEATURE_LOG_KEY
+
+            pipe.rpush(FEATURE_LOG_KEY, served.encode())
+            pipe.ltrim(FEATURE_LOG_KEY, -self.settings.feature_log_cap, -1)
         pipe.execute()
 
 

@@ -29,6 +29,11 @@ class Settings(BaseModel):
     online_learning_buffer_size: int = Field(1000, alias="ONLINE_LEARNING_BUFFER_SIZE", ge=1, le=1_000_000)
     online_learning_batch_size: int = Field(32, alias="ONLINE_LEARNING_BATCH_SIZE", ge=1, le=100_000)
     online_learning_learning_rate: float = Field(0.001, alias="ONLINE_LEARNING_LEARNING_RATE", gt=0, le=10)
+    # The ranker's online refit: leaf = decay * old + (1 - decay) * refit (LightGBM's decay_rate).
+    online_learning_refit_decay: float = Field(0.9, alias="ONLINE_LEARNING_REFIT_DECAY", ge=0, le=1)
+    # Share of ranked recommendations whose features are logged for the refit, and the log's length cap.
+    feature_log_sample_rate: float = Field(1.0, alias="FEATURE_LOG_SAMPLE_RATE", ge=0, le=1)
+    feature_log_cap: int = Field(5000, alias="FEATURE_LOG_CAP", ge=1, le=1_000_000)
     drift_threshold: float = Field(0.05, alias="DRIFT_THRESHOLD", gt=0, lt=1)
     retrain_interval_hours: float = Field(168, alias="RETRAIN_INTERVAL_HOURS", gt=0)
     min_new_interactions: int = Field(10_000, alias="MIN_NEW_INTERACTIONS", ge=1)

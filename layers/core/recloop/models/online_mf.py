@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,6 +38,8 @@ class OnlineHyperparameters:
     holdout_fraction: float = 0.2
     grow_items: bool = True
     seed: int = 29
+    refit_decay: float = 0.9  # the ranker's leaves (recloop.models.online_ranker)
+    attribution_window_seconds: float = 86_400.0  # a positive this long after a served query labels it
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class OnlineStep:
     new_items: int
     updated_users: int
     updated_items: int
+    heldout_from: float = math.inf  # time of the first held-out event
 
     @property
     def improved(self) -> bool:
@@ -117,8 +120,10 @@ def update_mf(
     held = max(1, round(len(ordered) * params.holdout_fraction)) if len(ordered) > 1 else 0
     train = _Pairs.of(ordered[: len(ordered) - held], mf.alpha)
     holdout = _Pairs.of(ordered[len(ordered) - held :], mf.alpha)
+    heldout_from = ordered[len(ordered) - held].timestamp if held else math.inf
     with np.errstate(all="ignore"):  # a diverging step shows as a non-finite held-out error, not a warning
-        return _Update(mf, train, holdout, params).run()
+        step = _Update(mf, train, holdout, params).run()
+    return replace(step, heldout_from=heldout_from)
 
 
 class _Update:

@@ -235,7 +235,11 @@ class RankerScorer:
         if not items:
             return []
         chosen = self.features.shortlist(ctx, items)
-        predicted = dict(zip(chosen, self.model.predict(self.features.rows(ctx, chosen)).tolist(), strict=True))
+        rows = self.features.rows(ctx, chosen)
+        scores = self.model.predict(rows)
+        # Features as they were at serving time: the online refit's training data (recloop.feature_log).
+        ctx.extras["served_features"] = (chosen, rows, scores)
+        predicted = dict(zip(chosen, scores.tolist(), strict=True))
         return [predicted.get(item, NOT_SHORTLISTED) for item in items]
 
 

@@ -1,0 +1,108 @@
+"""The ranker's features as they were when a recommendation was served, for the online ranker refit.
+
+A ranker can only learn from features as they were *before* the outcome, and the feature store keeps only
+the present. So the recommend path logs the rows the ranker scored (its best LOGGED_TOP candidates plus
+LOGGED_RANDOM others, to show it what it ranked low) with the user and time, into a capped Redis list.
+The online update joins them with the buffered events: a logged candidate the user then had a positive
+event with, within the attribution window, is a relevant item of that query.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from recloop.evaluation import POSITIVE_EVENTS
+from recloop.interactions import Interaction
+
+FEATURE_LOG_KEY = "{olr}:served"
+LOGGED_TOP = 40
+LOGGED_RANDOM = 20
+
+
+@dataclass(frozen=True)
+class ServedFeatures:
+    user_id: str
+    ts: float
+    model_version: str
+    items: tuple[str, ...]
+    rows: Any  # np.ndarray (len(items), features) float32
+
+    @classmethod
+    def select(
+        cls, user_id: str, ts: float, model_version: str, *, items: Sequence[str], rows: Any, scores: Any
+    ) -> ServedFeatures:
+        """The best LOGGED_TOP by score and LOGGED_RANDOM of the rest, so the log stays small."""
+        import numpy as np
+
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        top, rest = order[:LOGGED_TOP], order[LOGGED_TOP:]
+        if len(rest) > LOGGED_RANDOM:
+            rest = np.sort(np.array(random.sample(rest.tolist(), LOGGED_RANDOM), dtype=np.int64))
+        chosen = np.concatenate([top, rest]).astype(np.int64)
+        return cls(user_id, ts, model_version, tuple(items[n] for n in chosen), np.asarray(rows)[chosen])
+
+    def encode(self) -> bytes:
+        import numpy as np
+
+        rows = np.ascontiguousarray(self.rows, dtype=np.float32)
+        return json.dumps(
+            {
+                "u": self.user_id,
+                "t": self.ts,
+                "v": self.model_version,
+                "i": list(self.items),
+                "w": rows.shape[1],
+                "r": base64.b64encode(rows.tobytes()).decode(),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> ServedFeatures:
+        import numpy as np
+
+        data = json.loads(raw)
+        rows = np.frombuffer(base64.b64decode(data["r"]), dtype=np.float32).reshape(-1, int(data["w"]))
+        return cls(data["u"], float(data["t"]), data["v"], tuple(data["i"]), rows)
+
+
+@dataclass(frozen=True)
+class LabelledQueries:
+    rows: Any  # np.ndarray
+    labels: Any  # np.ndarray, 1 for an item the user then had a positive event with, else 0
+    groups: list[int]  # rows per query, in order
+    times: list[float]  # when each query was served
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+def labelled_queries(
+    served: Iterable[ServedFeatures], events: Sequence[Interaction], window_seconds: float
+) -> LabelledQueries:
+    """Served queries with at least one relevant and one other item: the refit's training data."""
+    import numpy as np
+
+    positives: dict[str, list[tuple[float, str]]] = {}
+    for event in events:
+        if event.event_type in POSITIVE_EVENTS:
+            positives.setdefault(event.user_id, []).append((event.timestamp, event.item_id))
+    blocks, labels, groups, times = [], [], [], []
+    for query in served:
+        later = {item for t, item in positives.get(query.user_id, ()) if query.ts <= t <= query.ts + window_seconds}
+        if not later:
+            continue
+        relevant = np.array([item in later for item in query.items], dtype=np.float32)
+        if 0 < relevant.sum() < len(relevant):
+            blocks.append(np.asarray(query.rows, dtype=np.float32))
+            labels.append(relevant)
+            groups.append(len(relevant))
+            times.append(query.ts)
+    if not blocks:
+        return LabelledQueries(np.zeros((0, 0), np.float32), np.zeros(0, np.float32), [], [])
+    return LabelledQueries(np.vstack(blocks), np.concatenate(labels), groups, times)

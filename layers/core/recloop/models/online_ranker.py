@@ -1,0 +1,71 @@
+"""The ranker's online step: LightGBM leaf values refit, with a decay, on queries served from the buffer's time.
+
+The trees' structure stays; each leaf's value becomes `decay * old + (1 - decay) * fitted on new data`
+(`Booster.refit`), so the ranker follows slow shifts in how features relate to relevance (popularity levels,
+item ages, activity) without a retrain. Queries come from the served-feature log (`recloop.feature_log`):
+features as they were when each recommendation was served, labelled by what the user did next.
+
+The queries served from the buffer's held-out part judge the refit by NDCG@10 of their relevant items; the
+refit is kept only if that did not get worse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recloop.feature_log import LabelledQueries
+
+MIN_TRAIN_QUERIES = 20
+MIN_HELDOUT_QUERIES = 5
+K = 10
+
+
+@dataclass(frozen=True)
+class RefitStep:
+    booster: Any  # lightgbm.Booster, new
+    ndcg_before: float
+    ndcg_after: float
+    train_queries: int
+    heldout_queries: int
+
+    @property
+    def improved(self) -> bool:
+        return bool(np.isfinite(self.ndcg_after) and self.ndcg_after >= self.ndcg_before)
+
+
+def _subset(queries: LabelledQueries, keep: list[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    starts = np.cumsum([0, *queries.groups])
+    rows = [queries.rows[starts[q] : starts[q + 1]] for q in keep]
+    labels = [queries.labels[starts[q] : starts[q + 1]] for q in keep]
+    return np.vstack(rows), np.concatenate(labels), [queries.groups[q] for q in keep]
+
+
+def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int = K) -> float:
+    """Mean NDCG@k over queries (binary relevance)."""
+    total, start = 0.0, 0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for size in groups:
+        s, rel = scores[start : start + size], labels[start : start + size]
+        start += size
+        order = np.argsort(-s, kind="stable")[:k]
+        dcg = float(np.sum(rel[order] * discounts[: len(order)]))
+        ideal = float(np.sum(discounts[: min(int(rel.sum()), k)]))
+        total += dcg / ideal if ideal else 0.0
+    return total / len(groups) if groups else 0.0
+
+
+def refit_ranker(booster: Any, queries: LabelledQueries, heldout_from: float, decay: float) -> RefitStep | None:
+    """Refit on the queries served before `heldout_from`, judged on those served after; None if too few."""
+    train = [n for n, t in enumerate(queries.times) if t < heldout_from]
+    heldout = [n for n, t in enumerate(queries.times) if t >= heldout_from]
+    if len(train) < MIN_TRAIN_QUERIES or len(heldout) < MIN_HELDOUT_QUERIES:
+        return None
+    rows, labels, groups = _subset(queries, train)
+    refitted = booster.refit(rows, labels, decay_rate=decay, group=groups, dataset_params={"verbosity": -1})
+    h_rows, h_labels, h_groups = _subset(queries, heldout)
+    before = ndcg_at_k(booster.predict(h_rows, num_threads=1), h_labels, h_groups)
+    after = ndcg_at_k(refitted.predict(h_rows, num_threads=1), h_labels, h_groups)
+    return RefitStep(refitted, before, after, len(train), len(heldout))

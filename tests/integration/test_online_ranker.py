@@ -1,0 +1,206 @@
+"""The ranker's online refit: served features logged at request time, labelled by what users did next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm
+import numpy as np
+import pytest
+import redis
+
+from recloop.feature_log import FEATURE_LOG_KEY, LOGGED_RANDOM, LOGGED_TOP, ServedFeatures, labelled_queries
+from recloop.features import FeatureStore
+from recloop.interactions import Interaction, InteractionIn
+from recloop.models.bundle import ModelKind
+from recloop.models.mf import MFHyperparameters
+from recloop.models.online_ranker import ndcg_at_k, refit_ranker
+from recloop.online import apply_update, online_hyperparameters
+from recloop.recommender import Recommender
+from recloop.serving import TrainedModel
+from recloop.settings import Settings
+from recloop.training import RankerHyperparameters, train_ranker
+
+T0 = 1_700_000_000.0
+FEATURES = 3
+
+
+def event(user: str, item: str, t: float, kind: str = "like") -> Interaction:
+    return InteractionIn(
+        user_id=user, item_id=item, event_type=kind, timestamp=t, event_id=f"{user}-{item}-{t}"
+    ).to_event(t)
+
+
+def served(user: str, t: float, rows: np.ndarray, items: list[str] | None = None) -> ServedFeatures:
+    items = items or [f"i{n}" for n in range(len(rows))]
+    return ServedFeatures(user, t, "lgbm-x", tuple(items), rows.astype(np.float32))
+
+
+# ---- the log -------------------------------------------------------------------------------------------------
+
+
+def test_a_served_record_round_trips_and_keeps_the_best_and_some_others() -> None:
+    rng = np.random.default_rng(1)
+    items = [f"i{n}" for n in range(150)]
+    rows = rng.normal(size=(150, 5)).astype(np.float32)
+    scores = rng.normal(size=150)
+    record = ServedFeatures.select("u1", T0, "lgbm-x", items=items, rows=rows, scores=scores)
+    assert len(record.items) == LOGGED_TOP + LOGGED_RANDOM
+    best = [items[n] for n in np.argsort(-scores)[:LOGGED_TOP]]
+    assert list(record.items[:LOGGED_TOP]) == best
+    assert np.array_equal(record.rows[0], rows[items.index(best[0])])
+    again = ServedFeatures.decode(record.encode())
+    assert again.items == record.items and again.user_id == "u1" and again.ts == T0
+    assert np.array_equal(again.rows, record.rows)
+
+
+def test_queries_are_labelled_by_positives_after_serving_within_the_window() -> None:
+    rows = np.zeros((4, FEATURES))
+    log = [served("u1", T0, rows), served("u2", T0, rows), served("u3", T0, rows)]
+    events = [
+        event("u1", "i2", T0 + 60),  # a positive on a served item: labels query 1
+        event("u1", "i3", T0 + 60, "view"),  # a view is not a positive
+        event("u2", "i1", T0 - 60),  # before serving: not caused by it
+        event("u3", "i0", T0 + 3 * 86_400),  # outside the window
+    ]
+    queries = labelled_queries(log, events, window_seconds=86_400)
+    assert queries.groups == [4] and queries.times == [T0]
+    assert queries.labels.tolist() == [0, 0, 1, 0]
+
+
+# ---- the refit -----------------------------------------------------------------------------------------------
+
+
+def ranking_data(
+    rng: np.random.Generator, queries: int, relevant_feature: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Queries of 10 rows; the relevant row is the one with the largest value of `relevant_feature`."""
+    rows = rng.normal(size=(queries * 10, FEATURES))
+    labels = np.zeros(queries * 10)
+    for q in range(queries):
+        block = rows[q * 10 : (q + 1) * 10, relevant_feature]
+        labels[q * 10 + int(np.argmax(block))] = 1
+    return rows, labels, [10] * queries
+
+
+def booster_for(relevant_feature: int) -> Any:
+    rows, labels, groups = ranking_data(np.random.default_rng(3), 300, relevant_feature)
+    data = lightgbm.Dataset(rows, labels, group=groups)
+    return lightgbm.train(
+        {"objective": "lambdarank", "num_leaves": 7, "min_data_in_leaf": 5, "verbosity": -1, "num_threads": 1},
+        data,
+        num_boost_round=20,
+    )
+
+
+def logged(rng: np.random.Generator, queries: int, relevant_feature: int, t0: float) -> tuple[list, list]:
+    """Served records and the positive events that label them."""
+    rows, labels, _ = ranking_data(rng, queries, relevant_feature)
+    log, events = [], []
+    for q in range(queries):
+        items = [f"q{q}-i{n}" for n in range(10)]
+        log.append(served(f"user{q}", t0 + q, rows[q * 10 : (q + 1) * 10], items))
+        events.append(event(f"user{q}", items[int(np.argmax(labels[q * 10 : (q + 1) * 10]))], t0 + q + 1))
+    return log, events
+
+
+def test_refit_follows_a_shift_in_what_makes_an_item_relevant() -> None:
+    """Trained when feature 0 was what mattered; the buffer shows a blend of 0 and 1 now matters."""
+    booster = booster_for(relevant_feature=0)
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(200 * 10, FEATURES))
+    log, events = [], []
+    for q in range(200):
+        block = rows[q * 10 : (q + 1) * 10]
+        items = [f"q{q}-i{n}" for n in range(10)]
+        best = int(np.argmax(block[:, 0] + 2 * block[:, 1]))
+        log.append(served(f"user{q}", T0 + q, block, items))
+        events.append(event(f"user{q}", items[best], T0 + q + 1))
+    queries = labelled_queries(log, events, 86_400)
+    step = refit_ranker(booster, queries, heldout_from=T0 + 160, decay=0.5)
+    assert step is not None and step.train_queries == 160 and step.heldout_queries == 40
+    assert step.ndcg_after > step.ndcg_before and step.improved
+    assert step.booster is not booster and step.booster.num_trees() == booster.num_trees()  # leaves, not trees
+
+
+def test_a_refit_that_ranks_the_held_out_queries_worse_is_not_kept() -> None:
+    booster = booster_for(relevant_feature=0)
+    rng = np.random.default_rng(9)
+    first_log, first_events = logged(rng, 100, relevant_feature=2, t0=T0)  # refit on feature 2
+    later_log, later_events = logged(rng, 30, relevant_feature=0, t0=T0 + 1000)  # held out: feature 0 again
+    queries = labelled_queries(first_log + later_log, first_events + later_events, 86_400)
+    step = refit_ranker(booster, queries, heldout_from=T0 + 1000, decay=0.0)
+    assert step is not None and step.ndcg_after < step.ndcg_before and not step.improved
+
+
+def test_too_few_labelled_queries_means_no_refit() -> None:
+    log, events = logged(np.random.default_rng(2), 10, relevant_feature=0, t0=T0)
+    assert refit_ranker(booster_for(0), labelled_queries(log, events, 86_400), T0 + 8, 0.9) is None
+
+
+def test_ndcg_of_a_perfect_and_a_reversed_ranking() -> None:
+    labels = np.array([1.0, 0, 0, 0])
+    assert ndcg_at_k(np.array([4.0, 3, 2, 1]), labels, [4]) == pytest.approx(1.0)
+    assert ndcg_at_k(np.array([1.0, 2, 3, 4]), labels, [4]) == pytest.approx(1 / np.log2(5))
+
+
+# ---- the recommend path logs what the ranker scored; the update learns from it -----------------------------
+
+
+def two_tastes(users: int, t0: float) -> list[Interaction]:
+    out = []
+    for u in range(users):
+        group = "a" if u % 2 else "b"
+        for n in range(8):
+            out.append(event(f"user{u}", f"{group}{(u + n) % 12}", t0 + u * 50 + n))
+    return sorted(out, key=lambda e: e.timestamp)
+
+
+@pytest.fixture
+def ranked(redis_client: redis.Redis) -> tuple[Settings, FeatureStore, Any, list[Interaction]]:
+    settings = Settings.from_env({"POPULARITY_CACHE_SECONDS": "0", "FEATURE_LOG_CAP": "25"})
+    history = two_tastes(60, T0)
+    model, _ = train_ranker(
+        history,
+        settings,
+        MFHyperparameters(factors=8, iterations=4),
+        RankerHyperparameters(negatives_per_query=5, max_queries=200, rounds=10, min_data_in_leaf=5),
+    )
+    store = FeatureStore(redis_client, settings)
+    store.apply_many(history)
+    return settings, store, model, history
+
+
+def test_ranked_recommendations_log_their_features_capped(redis_client: redis.Redis, ranked) -> None:
+    settings, store, model, _ = ranked
+    served_model = TrainedModel("lgbm-test", ModelKind.LGBM, model, store, settings)
+    recommender = Recommender(store, settings, lambda: served_model)
+    for u in range(30):
+        recommender.recommend(f"user{u}", 5, now=T0 + 10_000)
+    assert redis_client.llen(FEATURE_LOG_KEY) == 25  # FEATURE_LOG_CAP
+    record = ServedFeatures.decode(redis_client.lrange(FEATURE_LOG_KEY, -1, -1)[0])
+    assert record.user_id == "user29" and record.model_version == "lgbm-test"
+    assert record.rows.shape == (len(record.items), model.booster.num_feature())
+
+    quiet = Settings.from_env({"POPULARITY_CACHE_SECONDS": "0", "FEATURE_LOG_SAMPLE_RATE": "0"})
+    redis_client.delete(FEATURE_LOG_KEY)
+    Recommender(store, quiet, lambda: served_model).recommend("user1", 5, now=T0 + 10_000)
+    assert redis_client.llen(FEATURE_LOG_KEY) == 0
+
+
+def test_an_lgbm_update_refits_the_ranker_from_served_queries(ranked) -> None:
+    settings, store, model, _ = ranked
+    served_model = TrainedModel("lgbm-test", ModelKind.LGBM, model, store, settings)
+    recommender = Recommender(store, settings, lambda: served_model)
+    log, events = [], []
+    t = T0 + 20_000
+    for u in range(60):  # each user is served, then likes the top item shown
+        result = recommender.recommend(f"user{u}", 5, now=t, log=False)
+        log.append(result.served_features)
+        events.append(event(f"user{u}", result.items[0].item_id, t + 1))
+        t += 10
+    params = online_hyperparameters(settings)
+    updated = apply_update(ModelKind.LGBM, model, events, params, log)
+    assert updated.refit is not None and updated.refit.train_queries >= 40
+    assert updated.model.booster is (updated.refit.booster if updated.refit.improved else model.booster)
+    assert model.booster.num_trees() == updated.model.booster.num_trees()
