@@ -244,6 +244,9 @@ def test_only_the_last_ten_checkpoints_are_kept_and_rollback_restores_one(redis_
     assert checkpoints[0].version == published[-2]  # the newest checkpoint is the version the last update replaced
     keys = aws["s3"].list_objects_v2(Bucket=TEST_BUCKET, Prefix="checkpoints/")["Contents"]
     assert len(keys) == MAX_CHECKPOINTS
+    # Versions online learning made are deleted once no checkpoint names them; trained ones stay.
+    assert not registry.exists(published[0]) and registry.exists(published[1])
+    assert registry.exists("mf-online-test-0")
 
     pointer = learner.rollback()
     assert pointer.version == published[-2] and pointer.previous_version == published[-1]

@@ -24,6 +24,7 @@ from recloop.registry import (
     ModelRegistry,
     NoPreviousVersionError,
     VersionExistsError,
+    VersionInUseError,
     new_version_id,
 )
 from tests.conftest import TEST_BUCKET
@@ -354,3 +355,18 @@ def test_registry_works_without_redis_and_when_redis_is_down(aws: dict, loaders:
         registry = ModelRegistry(aws["s3"], TEST_BUCKET, client)
         assert registry.promote("pop-1", "no cache").version == "pop-1"
         assert registry.champion().version == "pop-1"
+
+
+def test_a_version_can_be_deleted_unless_serving_or_the_rollback_target(registry: ModelRegistry, aws) -> None:
+    for version in ("v-1", "v-2", "v-3"):
+        registry.register(make_bundle(version))
+    registry.promote("v-1")
+    registry.promote("v-2")
+    with pytest.raises(VersionInUseError):
+        registry.delete("v-2")  # the champion
+    with pytest.raises(VersionInUseError):
+        registry.delete("v-1")  # what a rollback returns to
+    registry.delete("v-3")
+    assert not registry.exists("v-3") and stored_keys(aws["s3"], "models/v-3/") == []
+    with pytest.raises(ModelNotFoundError):
+        registry.delete("v-3")

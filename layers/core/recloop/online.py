@@ -353,10 +353,26 @@ class OnlineLearner:
             Body=checkpoint.model_dump_json().encode(),
             ContentType="application/json",
         )
-        stale = self.checkpoints()[MAX_CHECKPOINTS:]
-        for old in stale:
-            s3.delete_object(Bucket=self.registry.bucket, Key=f"{CHECKPOINTS_PREFIX}{old.version}.json")
+        if self._checkpoint_count() > MAX_CHECKPOINTS:  # only then read the records, to order them
+            for old in self.checkpoints()[MAX_CHECKPOINTS:]:
+                s3.delete_object(Bucket=self.registry.bucket, Key=f"{CHECKPOINTS_PREFIX}{old.version}.json")
+                self._prune(old.version)
         return checkpoint
+
+    def _checkpoint_count(self) -> int:
+        paginator = self.registry.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.registry.bucket, Prefix=CHECKPOINTS_PREFIX)
+        return sum(len(page.get("Contents", [])) for page in pages)
+
+    def _prune(self, version: str) -> None:
+        """Delete a version that fell out of the checkpoints if online learning made it and nothing serves it:
+        one is published every buffer, and only the last MAX_CHECKPOINTS can be rolled back to."""
+        try:
+            metadata = self.registry.get(version)
+            if "online" in metadata.hyperparameters:
+                self.registry.delete(version)
+        except Exception as exc:  # pruning is housekeeping: it must never fail an update
+            logger.info("online version kept", extra={"model_version": version, "reason": repr(exc)})
 
     def checkpoints(self) -> list[Checkpoint]:
         """Checkpoints, newest first."""

@@ -84,6 +84,12 @@ class NoPreviousVersionError(RegistryError):
     """Rollback asked for with no champion, or a champion that has no predecessor."""
 
 
+class VersionInUseError(RegistryError):
+    def __init__(self, version: str) -> None:
+        super().__init__(f"version {version!r} is the champion or the version a rollback returns to")
+        self.version = version
+
+
 class ConcurrentPromotionError(RegistryError):
     """The champion kept changing under this promotion (or changed before a rollback could apply)."""
 
@@ -278,6 +284,19 @@ class ModelRegistry:
             return ModelBundle.from_files(files)
         except CorruptModelError as exc:
             raise CorruptModelError(f"{version}: {exc}") from exc
+
+    def delete(self, version: str) -> None:
+        """Remove a version that is neither the champion nor the one a rollback would return to.
+
+        metadata.json goes first, so a half-deleted version is simply not a version any more.
+        """
+        pointer, _ = self._read_pointer()
+        if pointer is not None and version in (pointer.version, pointer.previous_version):
+            raise VersionInUseError(version)
+        metadata = self.get(version)
+        self.s3.delete_object(Bucket=self.bucket, Key=self._key(version, METADATA_FILE))
+        for name in metadata.files:
+            self.s3.delete_object(Bucket=self.bucket, Key=self._key(version, name))
 
     # ---- champion ---------------------------------------------------------------------------------------
 
