@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 BUILD_DIR := .aws-sam/build
 SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
 
-.PHONY: help setup dev down test unit lint build bench bench-replay bench-training clean
+.PHONY: help setup dev down test unit lint build bench bench-replay bench-training bench-online clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench  latency benchmarks, JSON on stdout"
 	@echo "make bench-replay    replay benchmark on the shared MovieTweetings data (HR@10, NDCG@10)"
 	@echo "make bench-training  lgbm training time on 1M synthetic interactions"
+	@echo "make bench-online    online-update cost (1000-event buffer) and Kinesis batch throughput, JSON"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
 setup: $(STAMP)
@@ -64,10 +65,14 @@ bench: $(STAMP)
 MOVIETWEETINGS ?= ../shared/data/movietweetings-100k
 bench-replay: $(STAMP)
 	$(PY) -m bench.replay --movietweetings $(MOVIETWEETINGS) --config popularity --config realtime \
-		--config static_mf --config static_lgbm --config implicit_als --json
+		--config static_mf --config static_lgbm --config online_features_only --config online \
+		--config implicit_als --config implicit_als_retrain --json
 
 bench-training: $(STAMP)
 	$(PY) -m bench.training --interactions 1000000
+
+bench-online: $(STAMP)
+	@$(PY) -m bench.online_update
 
 clean:
 	rm -rf .aws-sam .pytest_cache .coverage

@@ -21,6 +21,10 @@ from recloop.feature_log import LabelledQueries
 MIN_TRAIN_QUERIES = 20
 MIN_HELDOUT_QUERIES = 5
 K = 10
+# The refit's cost grows with queries x rows x trees (LambdaRank gradients): it uses the most recent queries,
+# each with its relevant rows and a sample of the others, as training does. Held-out queries stay whole.
+MAX_REFIT_QUERIES = 300
+REFIT_NEGATIVES = 19
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,24 @@ class RefitStep:
         return bool(np.isfinite(self.ndcg_after) and self.ndcg_after >= self.ndcg_before)
 
 
-def _subset(queries: LabelledQueries, keep: list[int]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _subset(
+    queries: LabelledQueries, keep: list[int], negatives: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The kept queries' rows; with `negatives`, each query's relevant rows plus that many others at random."""
+    rng = np.random.default_rng(seed)
     starts = np.cumsum([0, *queries.groups])
-    rows = [queries.rows[starts[q] : starts[q + 1]] for q in keep]
-    labels = [queries.labels[starts[q] : starts[q + 1]] for q in keep]
-    return np.vstack(rows), np.concatenate(labels), [queries.groups[q] for q in keep]
+    picks = []
+    for q in keep:
+        block = np.arange(starts[q], starts[q + 1])
+        if negatives is not None:
+            relevant = queries.labels[block] > 0
+            others = block[~relevant]
+            if len(others) > negatives:
+                others = np.sort(rng.choice(others, negatives, replace=False))
+            block = np.concatenate([block[relevant], others])
+        picks.append(block)
+    index = np.concatenate(picks)
+    return queries.rows[index], queries.labels[index], [len(p) for p in picks]
 
 
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int = K) -> float:
@@ -59,12 +76,14 @@ def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int 
 
 def refit_ranker(booster: Any, queries: LabelledQueries, heldout_from: float, decay: float) -> RefitStep | None:
     """Refit on the queries served before `heldout_from`, judged on those served after; None if too few."""
-    train = [n for n, t in enumerate(queries.times) if t < heldout_from]
+    train = [n for n, t in enumerate(queries.times) if t < heldout_from][-MAX_REFIT_QUERIES:]
     heldout = [n for n, t in enumerate(queries.times) if t >= heldout_from]
     if len(train) < MIN_TRAIN_QUERIES or len(heldout) < MIN_HELDOUT_QUERIES:
         return None
-    rows, labels, groups = _subset(queries, train)
-    refitted = booster.refit(rows, labels, decay_rate=decay, group=groups, dataset_params={"verbosity": -1})
+    rows, labels, groups = _subset(queries, train, REFIT_NEGATIVES)
+    # One thread: the function has little CPU, and OpenMP's waiting threads cost more than they give here.
+    single = {"num_threads": 1, "verbosity": -1}
+    refitted = booster.refit(rows, labels, decay_rate=decay, group=groups, dataset_params=single, **single)
     h_rows, h_labels, h_groups = _subset(queries, heldout)
     before = ndcg_at_k(booster.predict(h_rows, num_threads=1), h_labels, h_groups)
     after = ndcg_at_k(refitted.predict(h_rows, num_threads=1), h_labels, h_groups)
