@@ -259,3 +259,32 @@ def test_only_the_last_ten_checkpoints_are_kept_and_rollback_restores_one(redis_
         aws["s3"].get_object(Bucket=TEST_BUCKET, Key=f"checkpoints/{published[-5]}.json")["Body"].read()
     )
     assert record["version"] == published[-5]
+
+
+def test_batched_fold_in_solves_each_vector_exactly_as_one_at_a_time() -> None:
+    from recloop.models.mf import _solve_one
+    from recloop.models.online_mf import fold_in_many
+
+    rng = np.random.default_rng(4)
+    factors = rng.normal(size=(30, 6))
+    gram = factors.T @ factors
+    rows = rng.integers(0, 30, size=40)
+    groups = rng.integers(0, 5, size=40)  # vector 5 of 6 has no rows: the zero vector
+    prefs = (rng.random(40) > 0.2).astype(float)
+    confs = 1 + 20 * rng.random(40)
+    batched = fold_in_many(gram, factors[rows], prefs, confs, groups=groups, count=6, reg=0.1)
+    for g in range(5):
+        mask = groups == g
+        expected = _solve_one(gram, factors[rows[mask]], prefs[mask], confs[mask], 0.1)
+        assert np.allclose(batched[g], expected)
+    assert not batched[5].any()
+
+
+def test_the_updated_models_gram_matrices_match_a_fresh_computation() -> None:
+    mf, _ = trained()
+    step = update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=3, learning_rate=0.01))
+    items = step.mf.item_factors.astype(np.float64)
+    users = step.mf.user_factors.astype(np.float64)
+    assert np.allclose(step.mf.item_gram, items.T @ items, atol=1e-8)
+    assert np.allclose(step.mf.user_gram, users.T @ users, atol=1e-8)
+    assert step.mf.item_index["a-new"] == len(mf.item_ids)  # appended after the model's items
