@@ -51,6 +51,8 @@ class Profile:
     localstack_port: int
     api_port: int
     redis_port: int
+    # Interactions buffered before an online update (the template's default; small where tests fill the buffer).
+    online_learning_buffer_size: int = 1000
 
     @property
     def state(self) -> Path:
@@ -74,7 +76,7 @@ class Profile:
 
 
 DEV = Profile("dev", localstack_port=4566, api_port=8000, redis_port=6380)
-E2E = Profile("e2e", localstack_port=4599, api_port=8099, redis_port=6399)
+E2E = Profile("e2e", localstack_port=4599, api_port=8099, redis_port=6399, online_learning_buffer_size=50)
 PROFILES = (DEV, E2E)
 
 
@@ -409,6 +411,7 @@ def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
             "RedisCluster=false",
             f"StageName={STAGE}",
             "LogLevel=INFO",
+            f"OnlineLearningBufferSize={profile.online_learning_buffer_size}",
         ],
         sam_log,
         env,
