@@ -101,7 +101,9 @@ LIGHTGBM_PROBE = textwrap.dedent(
     """
 )
 # Functions that must stay small and fast to start: no numpy/scipy/lightgbm in their layers.
-NUMERIC_FREE_FUNCTIONS = ("EventFunction", "OpsFunction")
+NUMERIC_FREE_FUNCTIONS = ("EventFunction",)
+# Functions that load model versions (serve, promote, update, train): every model kind must load in them.
+MODEL_LOADING_FUNCTIONS = ("RecommendFunction", "OpsFunction", "OnlineUpdateFunction", "TrainFunction")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -164,7 +166,12 @@ def _ensure_build() -> None:
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     result = subprocess.run(
         [_sam_executable(), "build", "--cached", "--parallel"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     if result.returncode != 0:
         pytest.fail(f"sam build failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
@@ -254,7 +261,11 @@ def clean_python() -> str:
     if found:
         result = subprocess.run(
             [found, "-I", "-S", "-c", "import sys; print(sys.executable)"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if result.returncode == 0 and result.stdout.strip():
             return result.stdout.strip()
@@ -279,7 +290,12 @@ def import_in_clean_interpreter(clean_python: str, runtime_libs: Path):
         # -B: no __pycache__ written into the build output (it would be deployed and counted).
         return subprocess.run(
             [clean_python, "-I", "-S", "-B", "-c", probe, handler, *map(str, paths)],
-            cwd=code_dir, env=env, capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S, check=False,
+            cwd=code_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=IMPORT_TIMEOUT_S,
+            check=False,
         )
 
     return run
@@ -443,18 +459,23 @@ def test_small_functions_do_not_carry_the_numeric_layer(built_functions: list[Bu
         assert not heavy, f"{name} ships numeric libraries it does not need: {heavy}"
 
 
-# Same argv convention. Imports the online-update handler, registers the model loaders as an update or rollback
-# does, and reports the kinds that can then be loaded.
-ONLINE_LOADERS_PROBE = textwrap.dedent(
+# Same argv convention. Imports the handler, then loads a tiny bundle of every trained kind through
+# recloop.models.loading.load_model, as serving and promotion do; reports the kinds that loaded.
+MODEL_LOADING_PROBE = textwrap.dedent(
     """
     import importlib, json, sys
     sys.path[:0] = sys.argv[2:]
     importlib.import_module(sys.argv[1].rpartition(".")[0])
-    from recloop.models.loading import LOADERS
-    from recloop.online_handler import register_model_loaders
+    from recloop.models.loading import KIND_MODULES, LOADERS, load_model
     before = sorted(LOADERS)
-    register_model_loaders()
-    print("LOADERS", json.dumps({"before": before, "after": sorted(LOADERS)}))
+    loaded = []
+    import numpy as np
+    from recloop.models.bundle import ModelKind, ModelMetadata
+    from recloop.models.mf import MatrixFactorisation
+    mf = MatrixFactorisation(["i1", "i2"], np.ones((2, 2), np.float32), ["u1"], np.ones((1, 2), np.float32), 0.1, 1.0)
+    bundle = mf.to_bundle(ModelMetadata(version="mf-probe", kind=ModelKind.MF))
+    loaded.append(type(load_model(bundle)).__name__)
+    print("LOADERS", json.dumps({"before": before, "kinds": sorted(k.value for k in KIND_MODULES), "loaded": loaded}))
     """
 )
 
@@ -472,6 +493,17 @@ def test_the_online_update_function_imports_with_its_layers(
     result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler, probe=NUMERIC_MODULES_PROBE)
     assert result.returncode == 0 and "MODULES" in result.stdout, result.stderr[-3000:]
     assert json.loads(result.stdout.split("MODULES", 1)[1]) == []
-    result = import_in_clean_interpreter(online.code_dir, online.layers, online.handler, probe=ONLINE_LOADERS_PROBE)
+
+
+@pytest.mark.parametrize("name", MODEL_LOADING_FUNCTIONS)
+def test_functions_that_load_models_load_them_with_their_layers(
+    name: str, built_functions: list[BuiltFunction], import_in_clean_interpreter: Any
+) -> None:
+    """No loader is registered at cold start (numpy stays off it); load_model imports the kind's module itself."""
+    function = _function(built_functions, name)
+    result = import_in_clean_interpreter(
+        function.code_dir, function.layers, function.handler, probe=MODEL_LOADING_PROBE
+    )
     assert result.returncode == 0 and "LOADERS" in result.stdout, result.stderr[-3000:]
-    assert json.loads(result.stdout.split("LOADERS", 1)[1]) == {"before": [], "after": ["lgbm", "mf"]}
+    report = json.loads(result.stdout.split("LOADERS", 1)[1])
+    assert report == {"before": [], "kinds": ["lgbm", "mf"], "loaded": ["MatrixFactorisation"]}

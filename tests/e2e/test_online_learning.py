@@ -140,11 +140,6 @@ def test_trigger_and_rollback_through_the_api(http: Http, stack: RunningStack, a
     assert code == 404 and body["error"] == "checkpoint_not_found"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recommend function serves no mf/lgbm champion: serving calls load_model before anything imports "
-    "recloop.models.mf/ranker, whose import registers the loaders (health: 'no loader for model kind mf')",
-)
 def test_recommend_serves_the_version_an_online_update_published(
     http: Http, stack: RunningStack, aws: Any, stack_redis: Any
 ) -> None:

@@ -76,7 +76,6 @@ def handle_stream_batch(event: dict[str, Any], context: Any = None) -> dict[str,
         for _ in range(MAX_UPDATES_PER_BATCH):
             if not learner.buffer_full() or not _time_left(context):
                 break
-            register_model_loaders()
             learner.update()
     except UpdateRunningError:
         logger.info("an online update is already running in another invocation")
@@ -89,7 +88,6 @@ def handle_stream_batch(event: dict[str, Any], context: Any = None) -> dict[str,
 
 
 def trigger() -> dict[str, Any]:
-    register_model_loaders()
     try:
         result: UpdateResult = get_services().online_learner.update()
     except UpdateRunningError:
@@ -98,7 +96,6 @@ def trigger() -> dict[str, Any]:
 
 
 def rollback(request: RollbackRequest) -> dict[str, Any]:
-    register_model_loaders()
     try:
         pointer = get_services().online_learner.rollback(request.version)
     except CheckpointNotFoundError as exc:
@@ -116,12 +113,6 @@ def rollback(request: RollbackRequest) -> dict[str, Any]:
         extra={"version": pointer.version, "from": pointer.previous_version, "reason": request.reason or ""},
     )
     return {"status": "ok", "champion": pointer.model_dump(mode="json")}
-
-
-def register_model_loaders() -> None:
-    """The registry loads models through the loaders their kinds' modules register on import (numpy: not at cold
-    start). recloop.models.ranker imports recloop.models.mf: both `mf` and `lgbm` loaders."""
-    import recloop.models.ranker  # noqa: F401
 
 
 def _refused(error: str, message: str, **extra: Any) -> dict[str, Any]:

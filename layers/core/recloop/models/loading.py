@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,8 @@ from recloop.models.bundle import CorruptModelError, ModelBundle, ModelKind
 
 # kind -> function building the in-memory model from a bundle; each kind's module registers itself.
 LOADERS: dict[ModelKind, Callable[[ModelBundle], Any]] = {}
+# kind -> the module that registers its loader, imported on first use (numpy stays off the cold start).
+KIND_MODULES: dict[ModelKind, str] = {ModelKind.MF: "recloop.models.mf", ModelKind.LGBM: "recloop.models.ranker"}
 
 
 def register_loader(kind: ModelKind) -> Callable[[Callable[[ModelBundle], Any]], Callable[[ModelBundle], Any]]:
@@ -21,7 +24,13 @@ def register_loader(kind: ModelKind) -> Callable[[Callable[[ModelBundle], Any]],
 
 def load_model(bundle: ModelBundle) -> Any:
     """The model a bundle holds; CorruptModelError if its kind is unknown or its files do not load."""
-    loader = LOADERS.get(bundle.metadata.kind)
+    kind = bundle.metadata.kind
+    if kind not in LOADERS and kind in KIND_MODULES:
+        try:
+            importlib.import_module(KIND_MODULES[kind])
+        except ImportError as exc:  # e.g. a function deployed without the numeric layer
+            raise CorruptModelError(f"model kind {kind.value!r} cannot load here: {exc}") from exc
+    loader = LOADERS.get(kind)
     if loader is None:
         raise CorruptModelError(f"no loader for model kind {bundle.metadata.kind!r}")
     try:
