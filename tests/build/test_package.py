@@ -499,11 +499,13 @@ def test_the_online_update_function_imports_with_its_layers(
 def test_functions_that_load_models_load_them_with_their_layers(
     name: str, built_functions: list[BuiltFunction], import_in_clean_interpreter: Any
 ) -> None:
-    """No loader is registered at cold start (numpy stays off it); load_model imports the kind's module itself."""
+    """load_model imports a kind's module itself when nothing imported it yet (numpy stays off cold starts)."""
     function = _function(built_functions, name)
     result = import_in_clean_interpreter(
         function.code_dir, function.layers, function.handler, probe=MODEL_LOADING_PROBE
     )
     assert result.returncode == 0 and "LOADERS" in result.stdout, result.stderr[-3000:]
     report = json.loads(result.stdout.split("LOADERS", 1)[1])
-    assert report == {"before": [], "kinds": ["lgbm", "mf"], "loaded": ["MatrixFactorisation"]}
+    assert report["kinds"] == ["lgbm", "mf"] and report["loaded"] == ["MatrixFactorisation"]
+    if name != "TrainFunction":  # training imports its models up front; the others must not
+        assert report["before"] == []
