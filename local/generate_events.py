@@ -72,6 +72,9 @@ ROUTES: tuple[Route, ...] = (
     Route("health_get.json", "GET", "/api/v1/health"),
     Route("metrics_get.json", "GET", "/api/v1/metrics"),
     Route("docs_get.json", "GET", "/docs", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    Route("online_learning_status_get.json", "GET", "/api/v1/mlops/online-learning/status"),
+    Route("online_learning_trigger_post.json", "POST", "/api/v1/mlops/online-learning/trigger"),
+    Route("online_learning_rollback_post.json", "POST", "/api/v1/mlops/online-learning/rollback", {}),
 )
 
 
