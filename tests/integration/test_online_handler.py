@@ -20,7 +20,7 @@ from recloop.registry import ModelRegistry
 from recloop.services import get_services, reset_services
 from recloop.store import Keys
 from recloop.stream import StreamRecord
-from tests.conftest import REGION, TEST_BUCKET, LambdaContext, load_function
+from tests.conftest import EVENTS_DIR, REGION, TEST_BUCKET, LambdaContext, load_function
 from tests.integration.test_online_learning import champion, stream_with_new_item
 from tests.integration.test_stream import kinesis_batch
 
@@ -193,7 +193,7 @@ def test_trigger_runs_an_update_on_what_the_buffer_holds(handler, redis_client, 
     assert handler(kinesis_batch(records(stream_with_new_item(20)))) == {"batchItemFailures": []}
     assert redis_client.llen(BUFFER_KEY) == 30  # below the buffer size: no update yet
 
-    reply = handler({"action": "trigger"})
+    reply = handler(json.loads((EVENTS_DIR / "online_update_trigger.json").read_text()))
 
     assert reply["status"] == "ok"
     result = reply["result"]
@@ -225,7 +225,7 @@ def published_twice(handler: Callable[[dict], dict], registry: ModelRegistry) ->
 def test_rollback_to_the_newest_checkpoint_then_to_a_named_one(handler, registry, redis_client) -> None:
     first, second, third = published_twice(handler, registry)
 
-    reply = handler({"action": "rollback"})
+    reply = handler(json.loads((EVENTS_DIR / "online_update_rollback.json").read_text()))
     assert reply["status"] == "ok"
     assert (reply["champion"]["version"], reply["champion"]["previous_version"]) == (second, third)
 
