@@ -288,3 +288,12 @@ def test_the_updated_models_gram_matrices_match_a_fresh_computation() -> None:
     assert np.allclose(step.mf.item_gram, items.T @ items, atol=1e-8)
     assert np.allclose(step.mf.user_gram, users.T @ users, atol=1e-8)
     assert step.mf.item_index["a-new"] == len(mf.item_ids)  # appended after the model's items
+
+
+def test_a_tolerance_lets_a_slightly_worse_update_through() -> None:
+    mf, _ = trained()
+    strict = update_mf(mf, contradicted(), OnlineHyperparameters(epochs=5, learning_rate=0.01))
+    assert not strict.improved
+    worse_by = strict.error_after / strict.error_before - 1
+    lenient = update_mf(mf, contradicted(), OnlineHyperparameters(epochs=5, learning_rate=0.01, tolerance=worse_by * 2))
+    assert lenient.improved and lenient.error_after == strict.error_after

@@ -138,6 +138,7 @@ def online_hyperparameters(settings: Settings) -> Any:
         batch_size=settings.online_learning_batch_size,
         learning_rate=settings.online_learning_learning_rate,
         refit_decay=settings.online_learning_refit_decay,
+        tolerance=settings.online_learning_tolerance,
         attribution_window_seconds=settings.attribution_window_seconds,
     )
 
@@ -163,7 +164,7 @@ def apply_update(
     refit = None
     if served:
         queries = labelled_queries(served, events, params.attribution_window_seconds)
-        refit = refit_ranker(model.booster, queries, step.heldout_from, params.refit_decay)
+        refit = refit_ranker(model.booster, queries, step.heldout_from, params.refit_decay, params.tolerance)
     booster = refit.booster if refit is not None and refit.improved else model.booster
     return UpdatedModel(RankerModel(new_mf, booster), step, refit)
 

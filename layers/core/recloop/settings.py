@@ -29,6 +29,8 @@ class Settings(BaseModel):
     online_learning_buffer_size: int = Field(1000, alias="ONLINE_LEARNING_BUFFER_SIZE", ge=1, le=1_000_000)
     online_learning_batch_size: int = Field(32, alias="ONLINE_LEARNING_BATCH_SIZE", ge=1, le=100_000)
     online_learning_learning_rate: float = Field(0.001, alias="ONLINE_LEARNING_LEARNING_RATE", gt=0, le=10)
+    # An online update's part is kept if its held-out metric got at most this much worse (relative), else rolled back.
+    online_learning_tolerance: float = Field(0.0, alias="ONLINE_LEARNING_TOLERANCE", ge=0, le=1)
     # The ranker's online refit: leaf = decay * old + (1 - decay) * refit (LightGBM's decay_rate).
     online_learning_refit_decay: float = Field(0.9, alias="ONLINE_LEARNING_REFIT_DECAY", ge=0, le=1)
     # Share of ranked recommendations whose features are logged for the refit, and the log's length cap.

@@ -38,6 +38,7 @@ class OnlineHyperparameters:
     holdout_fraction: float = 0.2
     grow_items: bool = True
     seed: int = 29
+    tolerance: float = 0.0  # a part is kept if its held-out metric got at most this much worse (relative)
     refit_decay: float = 0.9  # the ranker's leaves (recloop.models.online_ranker)
     attribution_window_seconds: float = 86_400.0  # a positive this long after a served query labels it
 
@@ -55,11 +56,12 @@ class OnlineStep:
     updated_users: int
     updated_items: int
     heldout_from: float = math.inf  # time of the first held-out event
+    tolerance: float = 0.0
 
     @property
     def improved(self) -> bool:
-        """Published only if the held-out error is finite and no worse than before (a diverged step is not)."""
-        return bool(math.isfinite(self.error_after) and self.error_after <= self.error_before)
+        """Kept only if the held-out error is finite and not worse than before beyond the tolerance."""
+        return bool(math.isfinite(self.error_after) and self.error_after <= self.error_before * (1 + self.tolerance))
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def update_mf(
     heldout_from = ordered[len(ordered) - held].timestamp if held else math.inf
     with np.errstate(all="ignore"):  # a diverging step shows as a non-finite held-out error, not a warning
         step = _Update(mf, train, holdout, params).run()
-    return replace(step, heldout_from=heldout_from)
+    return replace(step, heldout_from=heldout_from, tolerance=params.tolerance)
 
 
 class _Update:

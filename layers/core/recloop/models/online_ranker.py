@@ -34,10 +34,12 @@ class RefitStep:
     ndcg_after: float
     train_queries: int
     heldout_queries: int
+    tolerance: float = 0.0
 
     @property
     def improved(self) -> bool:
-        return bool(np.isfinite(self.ndcg_after) and self.ndcg_after >= self.ndcg_before)
+        """Kept only if held-out NDCG@10 did not drop beyond the tolerance (relative)."""
+        return bool(np.isfinite(self.ndcg_after) and self.ndcg_after >= self.ndcg_before * (1 - self.tolerance))
 
 
 def _subset(
@@ -74,7 +76,9 @@ def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int 
     return total / len(groups) if groups else 0.0
 
 
-def refit_ranker(booster: Any, queries: LabelledQueries, heldout_from: float, decay: float) -> RefitStep | None:
+def refit_ranker(
+    booster: Any, queries: LabelledQueries, heldout_from: float, decay: float, tolerance: float = 0.0
+) -> RefitStep | None:
     """Refit on the queries served before `heldout_from`, judged on those served after; None if too few."""
     train = [n for n, t in enumerate(queries.times) if t < heldout_from][-MAX_REFIT_QUERIES:]
     heldout = [n for n, t in enumerate(queries.times) if t >= heldout_from]
@@ -87,4 +91,4 @@ def refit_ranker(booster: Any, queries: LabelledQueries, heldout_from: float, de
     h_rows, h_labels, h_groups = _subset(queries, heldout)
     before = ndcg_at_k(booster.predict(h_rows, num_threads=1), h_labels, h_groups)
     after = ndcg_at_k(refitted.predict(h_rows, num_threads=1), h_labels, h_groups)
-    return RefitStep(refitted, before, after, len(train), len(heldout))
+    return RefitStep(refitted, before, after, len(train), len(heldout), tolerance)
