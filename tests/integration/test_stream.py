@@ -132,3 +132,25 @@ def test_a_passing_failure_is_reported_for_retry_and_loses_nothing(consumer, dea
     monkeypatch.undo()
     assert process_kinesis_batch(kinesis_batch([record("701")]), consumer, dead_letters) == {"batchItemFailures": []}
     assert consumer.buffer_size() == 1
+
+
+def test_an_archive_write_that_fails_fails_only_its_record(consumer, dead_letters, aws, monkeypatch) -> None:
+    """Archive writes of a batch run concurrently; the record whose write failed is retried, the others go on."""
+    put = consumer.s3.put_object
+
+    def flaky_put(**kwargs):
+        if kwargs["Key"].endswith("-802.jsonl"):
+            raise consumer.s3.exceptions.ClientError(
+                {"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject"
+            )
+        return put(**kwargs)
+
+    monkeypatch.setattr(consumer.s3, "put_object", flaky_put)
+    batch = kinesis_batch([record(str(n), item=f"i{n}") for n in range(801, 821)])
+    reply = process_kinesis_batch(batch, consumer, dead_letters)
+    # Kinesis retries from the first failure; the records after it are idempotent on the retry.
+    assert reply["batchItemFailures"][0] == {"itemIdentifier": "802"}
+    assert len(archived(aws)) == 19 and consumer.buffer_size() == 19
+    monkeypatch.undo()
+    assert process_kinesis_batch(batch, consumer, dead_letters) == {"batchItemFailures": []}
+    assert len(archived(aws)) == 20 and consumer.buffer_size() == 20

@@ -10,7 +10,9 @@ A record that is not a valid interaction fails alone with its reason.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +25,8 @@ from recloop.interactions import Interaction
 ARCHIVE_PREFIX = "events/"
 BUFFER_KEY = "{olb}:buffer"
 BUFFER_SEEN_TTL_SECONDS = 7 * 86_400
+# Concurrent archive writes per batch: botocore's default connection pool holds 10.
+ARCHIVE_CONCURRENCY = 10
 # Claim the sequence number and append in one step (both keys share the {olb} slot: cluster-safe).
 BUFFER_ONCE = """
 if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then
@@ -62,13 +66,40 @@ class StreamConsumer:
         self.bucket = bucket
         self._buffer_once = store.redis.register_script(BUFFER_ONCE)
 
-    def process(self, record: StreamRecord) -> Interaction:
-        """Archive, apply and buffer one record; raises PoisonRecordError for a record to set aside."""
+    def process(self, record: StreamRecord, *, archive: bool = True) -> Interaction:
+        """Archive (unless `archive_many` did), apply and buffer one record; PoisonRecordError for one to set aside."""
         event = record.interaction()
-        self._archive(record, event)
+        if archive:
+            self._archive(record, event)
         self.store.apply(event)  # a no-op when the event path already applied it
         self._buffer(record, event)
         return event
+
+    def archive_many(self, records: Sequence[StreamRecord]) -> dict[str, Exception]:
+        """Archive a batch's records concurrently (one S3 round trip each would dominate the batch's time);
+        returns the failures by sequence number. Records that are not interactions are left to `process`."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        parsed = []
+        for record in records:
+            try:
+                parsed.append((record, record.interaction()))
+            except PoisonRecordError:
+                continue
+        failures: dict[str, Exception] = {}
+
+        def archive(pair: tuple[StreamRecord, Interaction]) -> None:
+            try:
+                self._archive(*pair)
+            except Exception as exc:  # reported per record: the record fails for retry
+                failures[pair[0].sequence_number] = exc
+
+        if len(parsed) == 1:
+            archive(parsed[0])
+        elif parsed:
+            with ThreadPoolExecutor(max_workers=min(ARCHIVE_CONCURRENCY, len(parsed))) as pool:
+                list(pool.map(archive, parsed))
+        return failures
 
     def _archive(self, record: StreamRecord, event: Interaction) -> None:
         key = archive_key(record.shard_id, record.sequence_number, event.timestamp)
@@ -103,19 +134,35 @@ class DeadLetters:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
 
 
+def _decoded(data: str) -> bytes:
+    """The record's bytes; undecodable data is kept as is, to be set aside as not an interaction."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error:
+        return data.encode()
+
+
 def process_kinesis_batch(event: dict[str, Any], consumer: StreamConsumer, dead_letters: DeadLetters) -> dict:
     """A Kinesis batch with partial failures: a poison record is set aside (never blocking the shard);
     a record that fails for a passing reason (Redis or S3 down) is reported for retry."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-    def handle(record: Any) -> None:
-        stream_record = StreamRecord(
-            shard_id=record.event_id.split(":", 1)[0],
-            sequence_number=record.kinesis.sequence_number,
-            data=base64.b64decode(record.kinesis.data),
+    records = {
+        raw["kinesis"]["sequenceNumber"]: StreamRecord(
+            shard_id=raw["eventID"].split(":", 1)[0],
+            sequence_number=raw["kinesis"]["sequenceNumber"],
+            data=_decoded(raw["kinesis"]["data"]),
         )
+        for raw in event.get("Records", [])
+    }
+    archive_failures = consumer.archive_many(list(records.values()))
+
+    def handle(record: Any) -> None:
+        stream_record = records[record.kinesis.sequence_number]
+        if stream_record.sequence_number in archive_failures:
+            raise archive_failures[stream_record.sequence_number]
         try:
-            consumer.process(stream_record)
+            consumer.process(stream_record, archive=False)
         except PoisonRecordError as exc:
             dead_letters.send(stream_record, str(exc))
 
