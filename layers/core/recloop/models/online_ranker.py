@@ -21,8 +21,9 @@ from recloop.feature_log import LabelledQueries
 MIN_TRAIN_QUERIES = 20
 MIN_HELDOUT_QUERIES = 5
 K = 10
-# The refit's cost grows with queries x rows x trees (LambdaRank gradients): it uses the most recent queries,
-# each with its relevant rows and a sample of the others, as training does. Held-out queries stay whole.
+# The refit's cost grows with rows x trees (leaf predictions, LambdaRank gradients): it uses the most recent
+# queries, each with its relevant rows and a sample of the others, as training does; held-out queries are
+# sampled the same way (the same rows judge the ranker before and after).
 MAX_REFIT_QUERIES = 300
 REFIT_NEGATIVES = 19
 
@@ -88,7 +89,7 @@ def refit_ranker(
     # One thread: the function has little CPU, and OpenMP's waiting threads cost more than they give here.
     single = {"num_threads": 1, "verbosity": -1}
     refitted = booster.refit(rows, labels, decay_rate=decay, group=groups, dataset_params=single, **single)
-    h_rows, h_labels, h_groups = _subset(queries, heldout)
+    h_rows, h_labels, h_groups = _subset(queries, heldout, REFIT_NEGATIVES, seed=1)
     before = ndcg_at_k(booster.predict(h_rows, num_threads=1), h_labels, h_groups)
     after = ndcg_at_k(refitted.predict(h_rows, num_threads=1), h_labels, h_groups)
     return RefitStep(refitted, before, after, len(train), len(heldout), tolerance)
