@@ -14,7 +14,7 @@ from recloop.features import FeatureStore
 from recloop.interactions import Interaction, InteractionIn
 from recloop.models.bundle import ModelKind
 from recloop.models.mf import MFHyperparameters
-from recloop.models.online_ranker import ndcg_at_k, refit_ranker
+from recloop.models.online_ranker import MAX_REFIT_QUERIES, ndcg_at_k, refit_ranker
 from recloop.online import apply_update, online_hyperparameters
 from recloop.recommender import Recommender
 from recloop.serving import TrainedModel
@@ -118,7 +118,7 @@ def test_refit_follows_a_shift_in_what_makes_an_item_relevant() -> None:
         events.append(event(f"user{q}", items[best], T0 + q + 1))
     queries = labelled_queries(log, events, 86_400)
     step = refit_ranker(booster, queries, heldout_from=T0 + 160, decay=0.5)
-    assert step is not None and step.train_queries == 160 and step.heldout_queries == 40
+    assert step is not None and step.train_queries == MAX_REFIT_QUERIES and step.heldout_queries == 40  # the latest
     assert step.ndcg_after > step.ndcg_before and step.improved
     assert step.booster is not booster and step.booster.num_trees() == booster.num_trees()  # leaves, not trees
 

@@ -24,8 +24,8 @@ K = 10
 # The refit's cost grows with rows x trees (leaf predictions, LambdaRank gradients): it uses the most recent
 # queries, each with its relevant rows and a sample of the others, as training does; held-out queries are
 # sampled the same way (the same rows judge the ranker before and after).
-MAX_REFIT_QUERIES = 300
-REFIT_NEGATIVES = 19
+MAX_REFIT_QUERIES = 150
+REFIT_NEGATIVES = 9
 
 
 @dataclass(frozen=True)
