@@ -144,7 +144,8 @@ class MatrixFactorisation:
 
     def to_bundle(self, metadata: ModelMetadata) -> ModelBundle:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, item_factors=self.item_factors, user_factors=self.user_factors)
+        # Uncompressed: float factors barely compress (7%) and zlib costs about a second per 100k rows.
+        np.savez(buffer, item_factors=self.item_factors, user_factors=self.user_factors)
         ids = {
             "items": self.item_ids,
             "users": self.user_ids,
