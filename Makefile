@@ -29,7 +29,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements-dev.txt layers/core/requirements.txt layers/core/pyproject.toml
+$(STAMP): requirements-dev.txt layers/core/requirements.txt layers/numeric/requirements.txt layers/core/pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
