@@ -31,12 +31,9 @@ class OnlineLearning(StaticModel):
         self.step = 0
         self.served_log: list[Any] = []  # what the recommend path logs to Redis (recloop.feature_log)
 
-    def recommend(self, user_id: str, k: int, now: float) -> list[str]:
-        result = self.recommender.recommend(user_id, k, now=now, log=False)
-        self.models[result.model_version] += 1
+    def observe(self, result: Any) -> None:
         if result.served_features is not None:
             self.served_log.append(result.served_features)
-        return [item.item_id for item in result.items]
 
     def ingest(self, event: Interaction) -> None:
         self.buffer.append(event)

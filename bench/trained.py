@@ -15,7 +15,7 @@ from bench.replay import FeatureStoreSystem, ReplayContext
 from recloop.interactions import Interaction
 from recloop.models.bundle import ModelKind
 from recloop.models.mf import MFHyperparameters, train_mf
-from recloop.recommender import Recommender
+from recloop.recommender import Recommendation, Recommender
 from recloop.serving import TrainedModel
 from recloop.training import RankerHyperparameters, train_ranker
 
@@ -46,7 +46,11 @@ class StaticModel(FeatureStoreSystem):
     def recommend(self, user_id: str, k: int, now: float) -> list[str]:
         result = self.recommender.recommend(user_id, k, now=now, log=False)
         self.models[result.model_version] += 1
+        self.observe(result)
         return [item.item_id for item in result.items]
+
+    def observe(self, result: Recommendation) -> None:
+        """What a configuration keeps of each served recommendation (nothing, for a static model)."""
 
     def details(self) -> dict[str, Any]:
         return {"requests_by_model": dict(self.models), **self.fit_info}

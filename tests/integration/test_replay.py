@@ -156,11 +156,8 @@ def test_a_config_recommending_seen_items_is_stopped(
 
 
 def test_movietweetings_first_3000_events(redis_url: str) -> None:
-    if not (MOVIETWEETINGS / "SHA256SUMS").exists():
-        # CI always has shared/ beside the checkout; only a bare clone elsewhere may lack the data.
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data not present at {MOVIETWEETINGS}")
-        pytest.skip(f"shared data not present at {MOVIETWEETINGS}")
+    # The shared data lives beside the checkout (../shared), in CI as in development.
+    assert (MOVIETWEETINGS / "SHA256SUMS").exists(), f"shared data not present at {MOVIETWEETINGS}"
     for line in (MOVIETWEETINGS / "SHA256SUMS").read_text().split("\n"):
         if line.strip():
             expected, name = line.split()

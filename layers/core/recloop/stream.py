@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
@@ -47,6 +48,10 @@ class StreamRecord:
     data: bytes
 
     def interaction(self) -> Interaction:
+        return self._parsed
+
+    @cached_property  # archive_many and process both need it: validated once
+    def _parsed(self) -> Interaction:
         try:
             return Interaction.model_validate_json(self.data)
         except ValidationError as exc:

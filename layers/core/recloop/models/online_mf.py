@@ -183,7 +183,7 @@ class _Update:
         count: int,
     ) -> np.ndarray:
         """Vectors of users new to the model (user_rows < 0) from their pairs on items the model knows."""
-        use = (user_rows < 0) & (item_rows >= 0) & (item_rows < len(item_factors))
+        use = (user_rows < 0) & (item_rows >= 0)
         return fold_in_many(
             item_gram,
             item_factors[item_rows[use]].astype(np.float64),
@@ -288,12 +288,8 @@ class _Update:
         old_rows = rows[rows < self.known_items]
         before = mf.item_factors[old_rows].astype(np.float64)
         item_factors[rows] = vectors
-        after = item_factors[rows].astype(np.float64)  # as stored (float32)
+        after = item_factors[rows].astype(np.float64)  # as stored (float32); new items are all among the rows
         item_gram = mf.item_gram - before.T @ before + after.T @ after
-        untouched_new = np.setdiff1d(np.arange(self.known_items, len(item_factors)), rows)
-        if len(untouched_new):
-            extra = item_factors[untouched_new].astype(np.float64)
-            item_gram = item_gram + extra.T @ extra
         user_factors = mf.user_factors.copy()
         user_rows, user_vectors = users_after
         before = mf.user_factors[user_rows].astype(np.float64)
