@@ -44,7 +44,9 @@ class OnlineLearning(StaticModel):
             self.outcomes["not_updated"] += 1
             return
         self.step += 1
-        result = apply_update(self.served.kind, self.served.model, events, self.hyperparameters, self.served_log)
+        result = apply_update(
+            self.served.kind, self.served.model, events, self.hyperparameters, reversed(self.served_log)
+        )
         self.served_log = self.served_log[-self.context.settings.feature_log_cap :]
         if result.refit is not None:
             self.outcomes["ranker_refit_kept" if result.refit.improved else "ranker_refit_dropped"] += 1

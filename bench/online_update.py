@@ -144,7 +144,7 @@ def bench_lgbm_update(catalogue: int, users: int, queries: int, repeat: int) -> 
         events = buffer_events(rng, catalogue, users, 1000, T0 + n * 1000)
         log = served_log(rng, events, queries)
         started = time.perf_counter()
-        result = apply_update(ModelKind.LGBM, model, events, params, log)
+        result = apply_update(ModelKind.LGBM, model, events, params, reversed(log))
         elapsed = (time.perf_counter() - started) * 1000
         if n >= 2:
             samples.append(elapsed)

@@ -15,7 +15,7 @@ from recloop.interactions import Interaction, InteractionIn
 from recloop.models.bundle import ModelKind
 from recloop.models.mf import MFHyperparameters
 from recloop.models.online_ranker import MAX_REFIT_QUERIES, ndcg_at_k, refit_ranker
-from recloop.online import apply_update, online_hyperparameters
+from recloop.online import SERVED_LOG_PAGE, OnlineLearner, apply_update, online_hyperparameters
 from recloop.recommender import Recommender
 from recloop.serving import TrainedModel
 from recloop.settings import Settings
@@ -63,9 +63,30 @@ def test_queries_are_labelled_by_positives_after_serving_within_the_window() -> 
         event("u2", "i1", T0 - 60),  # before serving: not caused by it
         event("u3", "i0", T0 + 3 * 86_400),  # outside the window
     ]
-    queries = labelled_queries(log, events, window_seconds=86_400)
+    queries = labelled_queries(reversed(log), events, window_seconds=86_400)
     assert queries.groups == [4] and queries.times == [T0]
     assert queries.labels.tolist() == [0, 0, 1, 0]
+
+
+def test_the_log_is_read_newest_first_and_only_as_far_as_the_refit_needs() -> None:
+    rows = np.zeros((4, FEATURES))
+    log = [served(f"u{n}", T0 + 100 * n, rows) for n in range(10)]  # u0 served first
+    events = [event(f"u{n}", "i1", T0 + 100 * n + 1) for n in range(10)]
+    read: list[str] = []
+
+    def newest_first():
+        for record in reversed(log):
+            read.append(record.user_id)
+            yield record
+
+    queries = labelled_queries(newest_first(), events, 86_400, split_at=T0 + 650, per_side=2)
+    assert queries.times == [T0 + 500, T0 + 600, T0 + 800, T0 + 900]  # oldest first: 2 trained on, 2 held out
+    assert read == ["u9", "u8", "u7", "u6", "u5", "u4"]  # u7: a third held-out query, passed over
+
+    late = [event("u9", "i1", T0 + 901)]  # only queries served within the window before it can be labelled
+    read.clear()
+    assert labelled_queries(newest_first(), late, window_seconds=250).times == [T0 + 900]
+    assert read == ["u9", "u8", "u7", "u6"]  # u6, served 301 s before the event, ends the reading
 
 
 # ---- the refit -----------------------------------------------------------------------------------------------
@@ -116,7 +137,7 @@ def test_refit_follows_a_shift_in_what_makes_an_item_relevant() -> None:
         best = int(np.argmax(block[:, 0] + 2 * block[:, 1]))
         log.append(served(f"user{q}", T0 + q, block, items))
         events.append(event(f"user{q}", items[best], T0 + q + 1))
-    queries = labelled_queries(log, events, 86_400)
+    queries = labelled_queries(reversed(log), events, 86_400)
     step = refit_ranker(booster, queries, heldout_from=T0 + 160, decay=0.5)
     assert step is not None and step.train_queries == MAX_REFIT_QUERIES and step.heldout_queries == 40  # the latest
     assert step.ndcg_after > step.ndcg_before and step.improved
@@ -128,14 +149,14 @@ def test_a_refit_that_ranks_the_held_out_queries_worse_is_not_kept() -> None:
     rng = np.random.default_rng(9)
     first_log, first_events = logged(rng, 100, relevant_feature=2, t0=T0)  # refit on feature 2
     later_log, later_events = logged(rng, 30, relevant_feature=0, t0=T0 + 1000)  # held out: feature 0 again
-    queries = labelled_queries(first_log + later_log, first_events + later_events, 86_400)
+    queries = labelled_queries(reversed(first_log + later_log), first_events + later_events, 86_400)
     step = refit_ranker(booster, queries, heldout_from=T0 + 1000, decay=0.0)
     assert step is not None and step.ndcg_after < step.ndcg_before and not step.improved
 
 
 def test_too_few_labelled_queries_means_no_refit() -> None:
     log, events = logged(np.random.default_rng(2), 10, relevant_feature=0, t0=T0)
-    assert refit_ranker(booster_for(0), labelled_queries(log, events, 86_400), T0 + 8, 0.9) is None
+    assert refit_ranker(booster_for(0), labelled_queries(reversed(log), events, 86_400), T0 + 8, 0.9) is None
 
 
 def test_ndcg_of_a_perfect_and_a_reversed_ranking() -> None:
@@ -200,7 +221,20 @@ def test_an_lgbm_update_refits_the_ranker_from_served_queries(ranked) -> None:
         events.append(event(f"user{u}", result.items[0].item_id, t + 1))
         t += 10
     params = online_hyperparameters(settings)
-    updated = apply_update(ModelKind.LGBM, model, events, params, log)
+    updated = apply_update(ModelKind.LGBM, model, events, params, reversed(log))
     assert updated.refit is not None and updated.refit.train_queries >= 40
     assert updated.model.booster is (updated.refit.booster if updated.refit.improved else model.booster)
     assert model.booster.num_trees() == updated.model.booster.num_trees()
+
+
+def test_the_learner_pages_through_the_log_newest_first_while_it_grows(redis_client: redis.Redis) -> None:
+    settings = Settings.from_env({"FEATURE_LOG_CAP": "5000"})
+    records = [served(f"u{n}", T0 + n, np.zeros((2, FEATURES))) for n in range(SERVED_LOG_PAGE + 100)]
+    redis_client.rpush(FEATURE_LOG_KEY, *(r.encode() for r in records))
+    redis_client.rpush(FEATURE_LOG_KEY, b"not a record")
+    reading = OnlineLearner(redis_client, None, settings)._served_newest_first()
+    first = [next(reading) for _ in range(SERVED_LOG_PAGE - 1)]  # the corrupt record is skipped
+    # A recommend function appends meanwhile: the next page starts one record later in the list.
+    redis_client.rpush(FEATURE_LOG_KEY, served("late", T0 + 10_000, np.zeros((2, FEATURES))).encode())
+    users = [r.user_id for r in [*first, *reading]]
+    assert users == [f"u{n}" for n in reversed(range(SERVED_LOG_PAGE + 100))]  # each once, newest first

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,26 +84,48 @@ class LabelledQueries:
 
 
 def labelled_queries(
-    served: Iterable[ServedFeatures], events: Sequence[Interaction], window_seconds: float
+    served_newest_first: Iterable[ServedFeatures],
+    events: Sequence[Interaction],
+    window_seconds: float,
+    *,
+    split_at: float = math.inf,
+    per_side: int | None = None,
 ) -> LabelledQueries:
-    """Served queries with at least one relevant and one other item: the refit's training data."""
+    """Served queries with at least one relevant and one other item, oldest first: the refit's data.
+
+    The log is read newest first and only as far as it must be (it holds thousands of records, ~5 KB each):
+    at most `per_side` labelled queries served from `split_at` on (held out) and as many before it (training),
+    and never past the queries served too long before the first event for any event to label them.
+    """
     import numpy as np
 
     positives: dict[str, list[tuple[float, str]]] = {}
     for event in events:
         if event.event_type in POSITIVE_EVENTS:
             positives.setdefault(event.user_id, []).append((event.timestamp, event.item_id))
-    blocks, labels, groups, times = [], [], [], []
-    for query in served:
+    oldest_useful = min((e.timestamp for e in events), default=math.inf) - window_seconds
+    limit = math.inf if per_side is None else per_side
+    kept: list[tuple[ServedFeatures, Any]] = []
+    train = heldout = 0
+    for query in served_newest_first:
+        if query.ts < oldest_useful or train >= limit:
+            break
         later = {item for t, item in positives.get(query.user_id, ()) if query.ts <= t <= query.ts + window_seconds}
-        if not later:
+        if not later or (query.ts >= split_at and heldout >= limit):
             continue
         relevant = np.array([item in later for item in query.items], dtype=np.float32)
         if 0 < relevant.sum() < len(relevant):
-            blocks.append(np.asarray(query.rows, dtype=np.float32))
-            labels.append(relevant)
-            groups.append(len(relevant))
-            times.append(query.ts)
-    if not blocks:
+            kept.append((query, relevant))
+            if query.ts >= split_at:
+                heldout += 1
+            else:
+                train += 1
+    if not kept:
         return LabelledQueries(np.zeros((0, 0), np.float32), np.zeros(0, np.float32), [], [])
-    return LabelledQueries(np.vstack(blocks), np.concatenate(labels), groups, times)
+    kept.reverse()
+    return LabelledQueries(
+        np.vstack([np.asarray(q.rows, dtype=np.float32) for q, _ in kept]),
+        np.concatenate([labels for _, labels in kept]),
+        [len(labels) for _, labels in kept],
+        [q.ts for q, _ in kept],
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,6 +40,8 @@ LOCK_KEY = "{olb}:lock"
 STATS_KEY = "{olb}:stats"
 CHECKPOINTS_PREFIX = "checkpoints/"
 MAX_CHECKPOINTS = 10
+# Served-feature records read per Redis call (~5 KB each); a refit usually needs one or two pages.
+SERVED_LOG_PAGE = 250
 # Longer than any update: the lock outlives a crashed holder by this much at most.
 LOCK_SECONDS = 300
 # Release the lock only if this holder still owns it.
@@ -144,11 +146,12 @@ def online_hyperparameters(settings: Settings) -> Any:
 
 
 def apply_update(
-    kind: ModelKind, model: Any, events: list[Interaction], params: Any, served: Sequence[Any] = ()
+    kind: ModelKind, model: Any, events: list[Interaction], params: Any, served_newest_first: Iterable[Any] = ()
 ) -> UpdatedModel:
     """One online step of a served model (`mf` or `lgbm`); the input model is left unchanged.
 
-    `served` is the served-feature log (recloop.feature_log.ServedFeatures) for the ranker's refit.
+    `served_newest_first` is the served-feature log (recloop.feature_log.ServedFeatures), newest record
+    first, for the ranker's refit; it is read only as far as the refit needs.
     """
     from recloop.models.online_mf import update_mf
 
@@ -158,12 +161,18 @@ def apply_update(
     if kind is not ModelKind.LGBM:
         return UpdatedModel(new_mf, step)
     from recloop.feature_log import labelled_queries
-    from recloop.models.online_ranker import refit_ranker
+    from recloop.models.online_ranker import MAX_REFIT_QUERIES, refit_ranker
     from recloop.models.ranker import RankerModel
 
+    queries = labelled_queries(
+        served_newest_first,
+        events,
+        params.attribution_window_seconds,
+        split_at=step.heldout_from,
+        per_side=MAX_REFIT_QUERIES,
+    )
     refit = None
-    if served:
-        queries = labelled_queries(served, events, params.attribution_window_seconds)
+    if len(queries):
         refit = refit_ranker(model.booster, queries, step.heldout_from, params.refit_decay, params.tolerance)
     booster = refit.booster if refit is not None and refit.improved else model.booster
     return UpdatedModel(RankerModel(new_mf, booster), step, refit)
@@ -214,7 +223,7 @@ class OnlineLearner:
             return UpdateResult(outcome=UpdateOutcome.NO_MODEL, events=len(events))
         model = self._champion_model(pointer.version, metadata.kind)
         self.checkpoint(pointer.version, "before online update")
-        served = self._served_features() if metadata.kind is ModelKind.LGBM else []
+        served = self._served_newest_first() if metadata.kind is ModelKind.LGBM else ()
         started = time.perf_counter()
         updated = apply_update(metadata.kind, model, events, self.params, served)
         update_ms = (time.perf_counter() - started) * 1000
@@ -250,17 +259,26 @@ class OnlineLearner:
             self._params = online_hyperparameters(self.settings)
         return self._params
 
-    def _served_features(self) -> list[Any]:
-        """The served-feature log (a corrupt record is skipped: it must not stop learning)."""
+    def _served_newest_first(self) -> Iterator[Any]:
+        """The served-feature log, newest record first, read a page at a time as the refit asks for more.
+        Recommend functions append while it is read, so a record seen on two pages is given once; a corrupt
+        record is skipped: it must not stop learning."""
         from recloop.feature_log import FEATURE_LOG_KEY, ServedFeatures
 
-        served = []
-        for raw in self.redis.lrange(FEATURE_LOG_KEY, 0, -1):
-            try:
-                served.append(ServedFeatures.decode(raw))
-            except (ValueError, KeyError, TypeError):
-                logger.warning("unreadable served-feature record skipped")
-        return served
+        seen: set[tuple[str, float]] = set()
+        for start in range(0, self.settings.feature_log_cap, SERVED_LOG_PAGE):
+            page = self.redis.lrange(FEATURE_LOG_KEY, -start - SERVED_LOG_PAGE, -start - 1)
+            for raw in reversed(page):
+                try:
+                    record = ServedFeatures.decode(raw)
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("unreadable served-feature record skipped")
+                    continue
+                if (record.user_id, record.ts) not in seen:
+                    seen.add((record.user_id, record.ts))
+                    yield record
+            if len(page) < SERVED_LOG_PAGE:
+                return
 
     def _champion_model(self, version: str, kind: ModelKind) -> Any:
         from recloop.models.loading import load_model

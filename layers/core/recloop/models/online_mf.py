@@ -353,17 +353,24 @@ def _sgd_step(
     x_sq = np.einsum("ij,ij->i", x, x)
     grad_u = -err[:, None] * y + np.einsum("bn,bnf->bf", neg_pred, yn) + reg * x
     curve_u = confs * np.einsum("ij,ij->i", y, y) + np.einsum("bnf,bnf->b", yn, yn) + reg
+    factors = items.shape[1]
     touched, local = np.unique(np.concatenate([i, negatives.ravel()]), return_inverse=True)
-    grad_i = np.zeros((len(touched), items.shape[1]))
-    curve_i = np.zeros(len(touched))
-    np.add.at(grad_i, local[: len(i)], -err[:, None] * x + reg * y)
-    np.add.at(curve_i, local[: len(i)], confs * x_sq + reg)
-    np.add.at(grad_i, local[len(i) :], (neg_pred[:, :, None] * x[:, None, :]).reshape(-1, items.shape[1]))
-    np.add.at(curve_i, local[len(i) :], np.repeat(x_sq, negatives.shape[1]))
+    item_terms = np.empty((len(local), factors + 1))  # each row's gradient term, then its curvature term
+    item_terms[: len(i), :factors] = -err[:, None] * x + reg * y
+    item_terms[: len(i), factors] = confs * x_sq + reg
+    item_terms[len(i) :, :factors] = (neg_pred[:, :, None] * x[:, None, :]).reshape(-1, factors)
+    item_terms[len(i) :, factors] = np.repeat(x_sq, negatives.shape[1])
+    item_sums = _sum_rows(local, item_terms, len(touched))
+    grad_i, curve_i = item_sums[:, :factors], item_sums[:, factors]
     user_rows, user_local = np.unique(u, return_inverse=True)
-    grad_users = np.zeros((len(user_rows), users.shape[1]))
-    curve_users = np.zeros(len(user_rows))
-    np.add.at(grad_users, user_local, grad_u)
-    np.add.at(curve_users, user_local, curve_u)
+    user_sums = _sum_rows(user_local, np.column_stack([grad_u, curve_u]), len(user_rows))
+    grad_users, curve_users = user_sums[:, :factors], user_sums[:, factors]
     users[user_rows] -= (2 * lr / (1 + 2 * lr * curve_users))[:, None] * grad_users
     items[touched] -= (2 * lr / (1 + 2 * lr * curve_i))[:, None] * grad_i
+
+
+def _sum_rows(index: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    """out[k] = sum of rows[n] where index[n] == k: np.add.at, in one bincount (several times faster)."""
+    width = rows.shape[1]
+    flat = (index[:, None] * width + np.arange(width)).ravel()
+    return np.bincount(flat, rows.ravel(), minlength=count * width).reshape(count, width)

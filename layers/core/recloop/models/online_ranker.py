@@ -22,8 +22,8 @@ MIN_TRAIN_QUERIES = 20
 MIN_HELDOUT_QUERIES = 5
 K = 10
 # The refit's cost grows with rows x trees (leaf predictions, LambdaRank gradients): it uses the most recent
-# queries, each with its relevant rows and a sample of the others, as training does; held-out queries are
-# sampled the same way (the same rows judge the ranker before and after).
+# queries, each with its relevant rows and a sample of the others, as training does; as many held-out queries
+# at most, sampled the same way (the same rows judge the ranker before and after).
 MAX_REFIT_QUERIES = 150
 REFIT_NEGATIVES = 9
 
@@ -82,7 +82,7 @@ def refit_ranker(
 ) -> RefitStep | None:
     """Refit on the queries served before `heldout_from`, judged on those served after; None if too few."""
     train = [n for n, t in enumerate(queries.times) if t < heldout_from][-MAX_REFIT_QUERIES:]
-    heldout = [n for n, t in enumerate(queries.times) if t >= heldout_from]
+    heldout = [n for n, t in enumerate(queries.times) if t >= heldout_from][-MAX_REFIT_QUERIES:]
     if len(train) < MIN_TRAIN_QUERIES or len(heldout) < MIN_HELDOUT_QUERIES:
         return None
     rows, labels, groups = _subset(queries, train, REFIT_NEGATIVES)
