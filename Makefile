@@ -64,7 +64,7 @@ bench: $(STAMP)
 
 MOVIETWEETINGS ?= ../shared/data/movietweetings-100k
 bench-replay: $(STAMP)
-	$(PY) -m bench.replay --movietweetings $(MOVIETWEETINGS) --config popularity --config realtime \
+	$(PY) -m bench.replay --movietweetings $(MOVIETWEETINGS) --config popularity --config trending --config realtime \
 		--config static_mf --config static_lgbm --config online_features_only --config online \
 		--config implicit_als --config implicit_als_retrain --json
 

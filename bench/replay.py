@@ -59,6 +59,7 @@ from recloop.recommender import (
     PopularityScorer,
     PopularitySource,
     Recommender,
+    TrendingScorer,
     UserContext,
 )
 from recloop.settings import Settings
@@ -236,17 +237,20 @@ class FeatureStoreSystem:
 
 
 class PopularityOnly(FeatureStoreSystem):
-    """Real-time decayed global popularity for every user, the user's history excluded.
+    """Real-time decayed global popularity (POPULARITY_HALF_LIFE_HOURS) for every user, the user's history
+    excluded: the Recommender's own popularity source and scorer."""
 
-    Composed of the Recommender's own popularity source and scorer, so it ranks exactly as the
-    Recommender does for a cold user.
-    """
+    trending = False
 
     def __init__(self, context: ReplayContext) -> None:
         super().__init__(context)
-        cache = PopularityCache(context.store, context.settings.popularity_cache_seconds)
-        self.source = PopularitySource(cache)
-        self.scorer = PopularityScorer(context.store)
+        store, seconds = context.store, context.settings.popularity_cache_seconds
+        if self.trending:
+            self.source = PopularitySource(PopularityCache(store.trending.top, seconds), trending=True)
+            self.scorer: Any = TrendingScorer()
+        else:
+            self.source = PopularitySource(PopularityCache(lambda limit, _: store.top_popular(limit), seconds))
+            self.scorer = PopularityScorer(store)
 
     def recommend(self, user_id: str, k: int, now: float) -> list[str]:
         profile = self.context.store.user_profile(user_id)
@@ -255,6 +259,13 @@ class PopularityOnly(FeatureStoreSystem):
         scores = self.scorer.score(ctx, eligible)
         ranked = sorted(zip(eligible, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))
         return [item for item, _ in ranked[:k]]
+
+
+class TrendingOnly(PopularityOnly):
+    """Trending (popularity over TRENDING_HALF_LIFE_HOURS) for every user: what the Recommender serves a cold
+    user, ranked exactly as it does."""
+
+    trending = True
 
 
 class RealtimeRecommender(FeatureStoreSystem):
@@ -277,6 +288,7 @@ class RealtimeRecommender(FeatureStoreSystem):
 # name -> factory, or "module:attribute" imported when the configuration is selected.
 CONFIGS: dict[str, SystemFactory | str] = {
     "popularity": PopularityOnly,
+    "trending": TrendingOnly,
     "realtime": RealtimeRecommender,
     "implicit_als": "bench.peers:ImplicitALS",
     "implicit_als_retrain": "bench.peers:ImplicitALSRetrain",

@@ -37,7 +37,7 @@ def test_next_recommendation_reflects_the_event(api: ApiClient) -> None:
             api.post_event(user_id=f"crowd{n}", item_id=item, event_type="purchase")
 
     status, cold = api.recommend("user_123", 2)
-    assert status == 200 and cold["cold_start"] is True and cold["model_version"] == "popularity"
+    assert status == 200 and cold["cold_start"] is True and cold["model_version"] == "trending"
     assert {i["item_id"] for i in cold["items"]} == {"x", "y"}
     assert cold["recommendation_id"].startswith("rec_")
 
@@ -165,6 +165,7 @@ def test_recommend_degrades_to_last_known_popular_items_when_redis_fails(api: Ap
     assert status == 200 and reply["degraded"] is True and reply["items"][0]["item_id"] == "hit"
 
     monkeypatch.setattr(recommender.popularity_cache, "_items", [])
+    monkeypatch.setattr(recommender.trending_cache, "_items", [])
     status, reply = api.recommend("someone", 1)
     assert status == 503 and reply["error"] == "feature_store_unavailable"
 

@@ -5,7 +5,7 @@ import redis
 
 from recloop.features import FeatureStore, ItemMetadata
 from recloop.interactions import Interaction, InteractionIn
-from recloop.recommender import COOCCURRENCE_MODEL, POPULARITY_MODEL, Recommender
+from recloop.recommender import COOCCURRENCE_MODEL, TRENDING_MODEL, Recommender
 from recloop.settings import Settings
 from recloop.store import Keys
 
@@ -72,14 +72,16 @@ def test_events_in_one_batch_see_each_other(store: FeatureStore, redis_client: r
 
 
 def test_decay_favours_recent_popularity(store: FeatureStore, recommender: Recommender) -> None:
-    week = 7 * 86_400
+    week, two_days = 7 * 86_400, 2 * 86_400  # the default half-lives of popularity and trending
     store.apply_many([event(f"old{n}", "old_hit", t=T0) for n in range(3)])
-    store.apply_many([event(f"new{n}", "new_hit", t=T0 + 3 * week) for n in range(2)])
-    result = recommender.recommend("nobody", 2, now=T0 + 3 * week)
+    store.apply_many([event(f"new{n}", "new_hit", t=T0 + 3 * two_days) for n in range(2)])
+    result = recommender.recommend("nobody", 2, now=T0 + 3 * two_days)
     assert [i.item_id for i in result.items] == ["new_hit", "old_hit"]
     # 2 clicks now vs 3 clicks three half-lives ago: 1.2 against 1.8 / 8.
     assert result.items[0].score == pytest.approx(1.2)
     assert result.items[1].score == pytest.approx(1.8 / 8)
+    stored = dict(store.top_popular(2))
+    assert store.clock.decayed(stored["old_hit"], T0 + 3 * week) == pytest.approx(1.8 / 8)
 
 
 def seed_two_clusters(store: FeatureStore) -> None:
@@ -90,11 +92,46 @@ def seed_two_clusters(store: FeatureStore) -> None:
         store.apply_many([event(f"xy{n}", "x"), event(f"xy{n}", "y", t=T0 + 1), event(f"xy{n}", "z", t=T0 + 2)])
 
 
+def test_a_cold_user_gets_what_is_trending_rather_than_what_was_popular(
+    store: FeatureStore, recommender: Recommender
+) -> None:
+    day = 86_400.0
+    store.apply_many([event(f"fan{n}", "last-month", "purchase", t=T0 - 10 * day) for n in range(30)])
+    store.apply_many([event(f"fan{n}", "this-week", "purchase", t=T0) for n in range(3)])
+    # Over 7 days' half-life the older hit still leads (30 x 2^-10/7 > 3); over 48 hours it does not.
+    assert [item for item, _ in store.top_popular(2)] == ["last-month", "this-week"]
+    result = recommender.recommend("stranger", 2, now=T0 + 60)
+    assert [i.item_id for i in result.items] == ["this-week", "last-month"]
+    assert result.cold_start and result.model_version == TRENDING_MODEL
+
+
+def test_trending_carries_over_generations_and_never_overflows(redis_client: redis.Redis) -> None:
+    """With a 1-hour half-life a generation lasts 256 hours; stored scores stay below 2^512 forever."""
+    store = FeatureStore(redis_client, Settings.from_env({"TRENDING_HALF_LIFE_HOURS": "1"}))
+    hour = 3600.0
+    boundary = (store.trending.generation(T0) + 1) * 256 * hour
+    store.apply_many([event(f"u{n}", "a", "purchase", t=boundary - 2 * hour) for n in range(4)])
+    store.apply_many([event(f"u{n}", "b", "purchase", t=boundary - hour) for n in range(3)])
+    assert store.trending.generation(boundary - 1) + 1 == store.trending.generation(boundary + 1)
+    # 4 x 2^-2 = 1 < 3 x 2^-1 = 1.5, read on either side of the boundary.
+    for now in (boundary - 1, boundary + 1):
+        assert store.trending.top(2, now) == [("b", pytest.approx(1.5, rel=1e-3)), ("a", pytest.approx(1.0, rel=1e-3))]
+    # On a fixed epoch, eight years (70,080 half-lives) would need a factor of 2^70080; generations never do.
+    later = boundary + 8 * 365 * 86_400.0
+    store.trending.add(redis_client, "years-later", 1.0, later)
+    assert store.trending.top(1, later) == [("years-later", pytest.approx(1.0))]
+    assert all(
+        score < 2.0**512
+        for key in redis_client.keys("recloop:trend:*")
+        for _, score in redis_client.zrange(key, 0, -1, withscores=True)
+    )
+
+
 def test_cold_user_gets_popular_items(store: FeatureStore, recommender: Recommender) -> None:
     seed_two_clusters(store)
     result = recommender.recommend("stranger", 3, now=T0 + 10)
     assert result.cold_start is True
-    assert result.model_version == POPULARITY_MODEL
+    assert result.model_version == TRENDING_MODEL
     assert {i.item_id for i in result.items} == {"x", "y", "z"}
 
 
@@ -133,7 +170,8 @@ def test_a_dislike_pushes_the_item_and_its_neighbours_down(store: FeatureStore, 
 def test_request_exclusions_and_category_filter(store: FeatureStore, recommender: Recommender) -> None:
     seed_two_clusters(store)
     store.upsert_items(
-        [ItemMetadata("x", ("Drama",)), ItemMetadata("b", ("Drama", "War")), ItemMetadata("y", ("Comedy",))]
+        [ItemMetadata("x", ("Drama",)), ItemMetadata("b", ("Drama", "War")), ItemMetadata("y", ("Comedy",))],
+        now=T0,
     )
     ranked = [i.item_id for i in recommender.recommend("cold", 5, exclude=["x"], now=T0 + 5).items]
     assert "x" not in ranked
@@ -143,7 +181,7 @@ def test_request_exclusions_and_category_filter(store: FeatureStore, recommender
 
 def test_a_new_catalogue_item_can_be_recommended(store: FeatureStore, recommender: Recommender) -> None:
     store.apply(event("u1", "old"))
-    store.upsert_items([ItemMetadata("brand_new", ("Documentary",), "A new film")])
+    store.upsert_items([ItemMetadata("brand_new", ("Documentary",), "A new film")], now=T0)
     assert store.item_features("brand_new")["title"] == "A new film"
     ranked = [i.item_id for i in recommender.recommend("cold", 5, now=T0).items]
     assert ranked == ["old", "brand_new"]
@@ -164,5 +202,5 @@ def test_degraded_answer_uses_the_last_known_popular_items(store: FeatureStore, 
     seed_two_clusters(store)
     recommender.recommend("cold", 3, now=T0 + 5)
     fallback = recommender.degraded_recommendation("u", 2, exclude=["x"])
-    assert fallback is not None and fallback.degraded and fallback.model_version == POPULARITY_MODEL
+    assert fallback is not None and fallback.degraded and fallback.model_version == TRENDING_MODEL
     assert len(fallback.items) == 2 and "x" not in [i.item_id for i in fallback.items]

@@ -163,7 +163,7 @@ def test_movietweetings_first_3000_events(redis_url: str) -> None:
             expected, name = line.split()
             assert hashlib.sha256((MOVIETWEETINGS / name).read_bytes()).hexdigest() == expected, name
 
-    configs = ["popularity", "realtime", "implicit_als"]
+    configs = ["popularity", "trending", "realtime", "implicit_als"]
     command = [sys.executable, "-m", "bench.replay", "--movietweetings", str(MOVIETWEETINGS), "--limit", "3000"]
     command += [arg for name in configs for arg in ("--config", name)] + ["--json"]
     done = subprocess.run(
@@ -192,3 +192,9 @@ def test_movietweetings_first_3000_events(redis_url: str) -> None:
         assert result["positives_known_users"] == dataset["stream_positives_known_users"] > 0
         assert result["wall_seconds"] > 0
         assert result["hr_at_10"] <= dataset["hr_at_10_upper_bound"]
+    # `trending` ranks for everyone what the recommender serves a cold user: the same hits on their positives.
+    cold = dataset["stream_positives"] - dataset["stream_positives_known_users"]
+    served = report["configs"]["realtime"]["details"]["requests_by_model"]
+    assert served["trending"] == cold > 0
+    cold_hits = {name: r["hits"] - r["hits_known_users"] for name, r in report["configs"].items()}
+    assert cold_hits["trending"] == cold_hits["realtime"] > 0

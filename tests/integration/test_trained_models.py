@@ -47,7 +47,7 @@ def test_mf_folds_in_a_new_user_after_one_event(redis_client: redis.Redis) -> No
     served = TrainedModel("mf-test", ModelKind.MF, mf, store, SETTINGS)
     recommender = Recommender(store, SETTINGS, lambda: served)
 
-    assert recommender.recommend("newcomer", 3).model_version == "popularity"  # nothing to fold in yet
+    assert recommender.recommend("newcomer", 3).model_version == "trending"  # nothing to fold in yet
     store.apply(event("newcomer", "a0", "purchase", T0 + 10_000))
     result = recommender.recommend("newcomer", 5)
     assert result.model_version == "mf-test" and result.cold_start is False
@@ -163,4 +163,4 @@ def test_recommend_endpoint_reports_the_serving_version(api) -> None:
     services.registry.promote("mf-live", reason="test")
     services.champion.check_seconds = 0
     assert api.recommend("user1", 3)[1]["model_version"] == "mf-live"
-    assert api.recommend("never-seen", 3)[1]["model_version"] == "popularity"
+    assert api.recommend("never-seen", 3)[1]["model_version"] == "trending"

@@ -36,6 +36,7 @@ def test_environment_overrides_and_types_are_parsed() -> None:
         ("DEFAULT_ALLOCATION_STRATEGY", "round_robin", "DEFAULT_ALLOCATION_STRATEGY"),
         ("DEFAULT_TRAFFIC_PERCENTAGE", "120", "DEFAULT_TRAFFIC_PERCENTAGE"),
         ("POPULARITY_HALF_LIFE_HOURS", "1", "POPULARITY_HALF_LIFE_HOURS"),
+        ("TRENDING_HALF_LIFE_HOURS", "0.5", "TRENDING_HALF_LIFE_HOURS"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(name: str, value: str, fragment: str) -> None:

@@ -7,11 +7,12 @@ popularity and item-to-item co-occurrence together.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from recloop.decay import DecayClock
+from recloop.decay import DecayClock, TrendingRanking
 from recloop.interactions import CONVERSION_EVENTS, EVENT_WEIGHTS, EventType, Interaction
 from recloop.settings import Settings
 from recloop.store import Keys, RedisClient
@@ -69,6 +70,7 @@ class FeatureStore:
         self.redis = redis_client
         self.settings = settings
         self.clock = DecayClock(redis_client, settings.half_life_seconds)
+        self.trending = TrendingRanking(redis_client, settings.trending_half_life_seconds)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class FeatureStore:
         pipe.hset(item_f, "last_ts", repr(event.timestamp))
         pipe.hsetnx(item_f, "first_ts", repr(event.timestamp))
         pipe.zincrby(Keys.POPULARITY, scaled, event.item_id)
+        self.trending.add(pipe, event.item_id, weight, event.timestamp)
         pipe.sadd(Keys.CATALOG, event.item_id)
         pipe.hincrby(Keys.COUNTERS, f"events:{kind}", 1)
 
@@ -150,7 +153,8 @@ class FeatureStore:
         if partners:
             pipe.zremrangebyrank(this_co, 0, -cap - 1)
 
-    def upsert_items(self, items: Iterable[ItemMetadata]) -> int:
+    def upsert_items(self, items: Iterable[ItemMetadata], now: float | None = None) -> int:
+        now = time.time() if now is None else now
         pipe = self.redis.pipeline(transaction=False)
         count = 0
         for item in items:
@@ -159,8 +163,9 @@ class FeatureStore:
             if item.title is not None:
                 pipe.hset(key, "title", item.title)
             pipe.sadd(Keys.CATALOG, item.item_id)
-            # A new item joins the popularity ranking at zero, so it can be served as backfill.
+            # A new item joins the popularity and trending rankings at zero, so it can be served as backfill.
             pipe.zadd(Keys.POPULARITY, {item.item_id: 0.0}, nx=True)
+            self.trending.add(pipe, item.item_id, 0.0, now)
             count += 1
         if count:
             pipe.execute()

@@ -4,7 +4,8 @@ A ``Scorer`` takes the request's ``UserContext`` and candidate items and returns
 candidate; ``CandidateSource``s propose items. Trained models (later versions of the registry) plug
 in as further scorers and sources; the built-in ones need no training:
 
-- popularity: decayed global popularity, for users the store has never seen;
+- trending: popularity decayed over a short half-life, for users the store has never seen;
+- popularity: decayed global popularity (a longer half-life), candidates for known users;
 - co-occurrence: items co-engaged with the user's recent items, maintained on every event, so one
   event changes the very next request. Disliked items pull their neighbours down.
 """
@@ -23,6 +24,7 @@ from recloop.settings import Settings
 from recloop.store import Keys
 
 POPULARITY_MODEL = "popularity"
+TRENDING_MODEL = "trending"
 COOCCURRENCE_MODEL = "cooccurrence"
 
 # Neighbours read per history item, and recency discount per position in the history.
@@ -75,13 +77,14 @@ class ServedModel(Protocol):
 
 
 class PopularityCache:
-    """Top of the popularity ranking, shared by requests for a short time.
+    """Top of a ranking of items (decayed popularity or trending), shared by requests for a short time.
 
-    It also serves, stale, when Redis is unreachable, so recommendations degrade instead of failing.
+    The popularity one also serves, stale, when Redis is unreachable, so recommendations degrade instead
+    of failing.
     """
 
-    def __init__(self, store: FeatureStore, ttl_seconds: float) -> None:
-        self.store = store
+    def __init__(self, fetch: Callable[[int, float], list[tuple[str, float]]], ttl_seconds: float) -> None:
+        self.fetch = fetch  # (limit, now) -> [(item, score)], best first
         self.ttl_seconds = ttl_seconds
         self._items: list[tuple[str, float]] = []
         self._fetched_at = float("-inf")
@@ -94,13 +97,13 @@ class PopularityCache:
         self.hits = self.misses = 0
         return counts
 
-    def top(self, limit: int) -> list[tuple[str, float]]:
+    def top(self, limit: int, now: float) -> list[tuple[str, float]]:
         fresh = time.monotonic() - self._fetched_at < self.ttl_seconds
         if fresh and len(self._items) >= limit:
             self.hits += 1
             return self._items[:limit]
         self.misses += 1
-        self._items = self.store.top_popular(max(limit, len(self._items)))
+        self._items = self.fetch(max(limit, len(self._items)), now)
         self._fetched_at = time.monotonic()
         return self._items[:limit]
 
@@ -109,14 +112,21 @@ class PopularityCache:
 
 
 class PopularitySource:
-    def __init__(self, cache: PopularityCache) -> None:
+    """The top of a ranking (`cache`), its scores kept for the scorer in `ctx.popularity` (or, for trending,
+    `ctx.extras["trending"]`)."""
+
+    def __init__(self, cache: PopularityCache, trending: bool = False) -> None:
         self.cache = cache
+        self.trending = trending
 
     def candidates(self, ctx: UserContext, limit: int) -> list[str]:
         want = limit + len(ctx.exclude) + CANDIDATE_MARGIN
         if ctx.categories:
             want *= CATEGORY_OVERFETCH
-        top = self.cache.top(min(want, MAX_POPULARITY_CANDIDATES))
+        top = self.cache.top(min(want, MAX_POPULARITY_CANDIDATES), ctx.now)
+        if self.trending:
+            ctx.extras["trending"] = dict(top)
+            return [item for item, _ in top]
         for item, score in top:
             ctx.popularity[item] = score
         if top:
@@ -148,6 +158,17 @@ class PopularityScorer:
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
         _fill_popularity(self.store, ctx, items)
         return [self.store.clock.decayed(ctx.popularity.get(item, 0.0), ctx.now) for item in items]
+
+
+class TrendingScorer:
+    """Trending score (decayed over TRENDING_HALF_LIFE_HOURS), for users with no history; the candidates come
+    from PopularitySource(trending=True)."""
+
+    model_version = TRENDING_MODEL
+
+    def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
+        trending = ctx.extras.get("trending", {})
+        return [trending.get(item, 0.0) for item in items]
 
 
 class CooccurrenceScorer:
@@ -209,10 +230,14 @@ class Recommender:
         self.store = store
         self.settings = settings
         self.model = model or (lambda: None)  # the champion of the moment, or None for the built-in scorers
-        self.popularity_cache = PopularityCache(store, settings.popularity_cache_seconds)
+        self.popularity_cache = PopularityCache(
+            lambda limit, _: store.top_popular(limit), settings.popularity_cache_seconds
+        )
         self.popularity_source = PopularitySource(self.popularity_cache)
+        self.trending_cache = PopularityCache(store.trending.top, settings.popularity_cache_seconds)
+        self.trending_source = PopularitySource(self.trending_cache, trending=True)
+        self.trending_scorer = TrendingScorer()
         self.cooccurrence_source = CooccurrenceSource(store)
-        self.popularity_scorer = PopularityScorer(store)
         self.cooccurrence_scorer = CooccurrenceScorer(store, settings.popularity_prior_weight)
 
     def recommend(
@@ -267,10 +292,10 @@ class Recommender:
             exclude=set(exclude) | set(profile.history),
             categories=frozenset(categories) if categories else None,
         )
-        sources: list[CandidateSource] = [self.popularity_source]
-        scorer: Scorer = self.popularity_scorer
+        sources: list[CandidateSource] = [self.trending_source]
+        scorer: Scorer = self.trending_scorer
         if not profile.is_cold:
-            sources.insert(0, self.cooccurrence_source)
+            sources = [self.cooccurrence_source, self.popularity_source]
             scorer = self.cooccurrence_scorer
             served = self.model()
             if served is not None and served.prepare(ctx):
@@ -282,19 +307,20 @@ class Recommender:
         return ctx, self._eligible(ctx, list(candidates)), scorer
 
     def degraded_recommendation(self, user_id: str, count: int, exclude: Sequence[str] = ()) -> Recommendation | None:
-        """Last known popular items, for when the feature store is unreachable; None if there are none."""
+        """Last known trending (else popular) items, for when the feature store is unreachable; None if none."""
         excluded = set(exclude)
-        items = [(i, s) for i, s in self.popularity_cache.stale(count + len(excluded)) if i not in excluded][:count]
-        if not items:
-            return None
-        return Recommendation(
-            recommendation_id=new_recommendation_id(),
-            user_id=user_id,
-            items=[ScoredItem(item, 0.0, rank) for rank, (item, _) in enumerate(items, 1)],
-            model_version=POPULARITY_MODEL,
-            cold_start=True,
-            degraded=True,
-        )
+        for cache, model_version in ((self.trending_cache, TRENDING_MODEL), (self.popularity_cache, POPULARITY_MODEL)):
+            items = [(i, s) for i, s in cache.stale(count + len(excluded)) if i not in excluded][:count]
+            if items:
+                return Recommendation(
+                    recommendation_id=new_recommendation_id(),
+                    user_id=user_id,
+                    items=[ScoredItem(item, 0.0, rank) for rank, (item, _) in enumerate(items, 1)],
+                    model_version=model_version,
+                    cold_start=True,
+                    degraded=True,
+                )
+        return None
 
     def _eligible(self, ctx: UserContext, candidates: list[str]) -> list[str]:
         eligible = [item for item in candidates if item not in ctx.exclude]
@@ -320,7 +346,9 @@ class Recommender:
         for item in result.items:
             pipe.hincrby(Keys.item_features(item.item_id), "imp", 1)
         pipe.hincrby(Keys.COUNTERS, "recommend:total", 1)
-        hits, misses = self.popularity_cache.take_counts()
+        hits, misses = map(
+            sum, zip(self.popularity_cache.take_counts(), self.trending_cache.take_counts(), strict=True)
+        )
         pipe.hincrby(Keys.COUNTERS, "cache:hit", hits)
         pipe.hincrby(Keys.COUNTERS, "cache:miss", misses)
         if result.cold_start:

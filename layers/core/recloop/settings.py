@@ -60,6 +60,9 @@ class Settings(BaseModel):
     # Features and recommendations.
     # >= 1 day keeps the decay epoch valid for 900 half-lives (about 2.5 years at the minimum).
     popularity_half_life_hours: float = Field(168.0, alias="POPULARITY_HALF_LIFE_HOURS", ge=24, le=87_600)
+    # What users with no history are shown: popularity over a short half-life (rolling generations, so any
+    # half-life is safe). 48 h ranked best for such users on the MovieTweetings warm-up half (24 h to 7 days).
+    trending_half_life_hours: float = Field(48.0, alias="TRENDING_HALF_LIFE_HOURS", ge=1, le=8_760)
     recent_items_cap: int = Field(50, alias="RECENT_ITEMS_CAP", ge=1, le=1000)
     cooccurrence_window: int = Field(20, alias="COOCCURRENCE_WINDOW", ge=1, le=200)
     cooccurrence_cap: int = Field(200, alias="COOCCURRENCE_CAP", ge=10, le=10_000)
@@ -81,6 +84,10 @@ class Settings(BaseModel):
     @property
     def half_life_seconds(self) -> float:
         return self.popularity_half_life_hours * 3600.0
+
+    @property
+    def trending_half_life_seconds(self) -> float:
+        return self.trending_half_life_hours * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

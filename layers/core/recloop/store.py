@@ -44,6 +44,11 @@ class Keys:
     COUNTERS = "recloop:counters"
 
     @staticmethod
+    def trending(generation: int) -> str:
+        """Sorted set of decayed trending scores of one generation (recloop.decay.TrendingRanking)."""
+        return f"recloop:trend:{generation}"
+
+    @staticmethod
     def user_features(user_id: str) -> str:
         return f"{{u:{user_id}}}:f"
 
