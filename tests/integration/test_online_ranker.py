@@ -12,14 +12,17 @@ import redis
 from recloop.feature_log import FEATURE_LOG_KEY, LOGGED_RANDOM, LOGGED_TOP, ServedFeatures, labelled_queries
 from recloop.features import FeatureStore
 from recloop.interactions import Interaction, InteractionIn
-from recloop.models.bundle import ModelKind
+from recloop.models.bundle import ModelKind, ModelMetadata
 from recloop.models.mf import MFHyperparameters
 from recloop.models.online_ranker import MAX_REFIT_QUERIES, ndcg_at_k, refit_ranker
-from recloop.online import SERVED_LOG_PAGE, OnlineLearner, apply_update, online_hyperparameters
+from recloop.online import SERVED_LOG_PAGE, OnlineLearner, UpdateOutcome, apply_update, online_hyperparameters
 from recloop.recommender import Recommender
+from recloop.registry import ModelRegistry
 from recloop.serving import TrainedModel
 from recloop.settings import Settings
+from recloop.stream import BUFFER_KEY
 from recloop.training import RankerHyperparameters, train_ranker
+from tests.conftest import TEST_BUCKET
 
 T0 = 1_700_000_000.0
 FEATURES = 3
@@ -238,3 +241,27 @@ def test_the_learner_pages_through_the_log_newest_first_while_it_grows(redis_cli
     redis_client.rpush(FEATURE_LOG_KEY, served("late", T0 + 10_000, np.zeros((2, FEATURES))).encode())
     users = [r.user_id for r in [*first, *reading]]
     assert users == [f"u{n}" for n in reversed(range(SERVED_LOG_PAGE + 100))]  # each once, newest first
+
+
+def test_the_learner_refits_an_lgbm_champion_from_the_log_in_redis(redis_client: redis.Redis, aws, ranked) -> None:
+    settings, store, model, _ = ranked
+    registry = ModelRegistry(aws["s3"], TEST_BUCKET, redis_client)
+    registry.register(model.to_bundle(ModelMetadata(version="lgbm-online-0", kind=ModelKind.LGBM)))
+    registry.promote("lgbm-online-0", reason="test champion")
+    served_model = TrainedModel("lgbm-online-0", ModelKind.LGBM, model, store, settings)
+    logging = settings.model_copy(update={"feature_log_cap": 5000, "online_learning_buffer_size": 60})
+    recommender = Recommender(store, logging, lambda: served_model)
+    t = T0 + 20_000
+    for u in range(60):  # each user is served (the request logs its features), then likes the top item shown
+        result = recommender.recommend(f"user{u}", 5, now=t)
+        redis_client.rpush(BUFFER_KEY, event(f"user{u}", result.items[0].item_id, t + 1).to_record())
+        t += 10
+
+    outcome = OnlineLearner(redis_client, registry, logging).update()
+
+    assert outcome.events == 60 and outcome.ranker_queries >= 40
+    assert outcome.ranker_ndcg_before is not None and outcome.ranker_ndcg_after is not None
+    assert outcome.outcome is UpdateOutcome.PUBLISHED  # the MF step or the refit, or both, held up
+    child = registry.get(outcome.to_version)
+    assert child.kind is ModelKind.LGBM and child.parent_version == "lgbm-online-0"
+    assert redis_client.llen(BUFFER_KEY) == 0

@@ -79,8 +79,7 @@ class ServedModel(Protocol):
 class PopularityCache:
     """Top of a ranking of items (decayed popularity or trending), shared by requests for a short time.
 
-    The popularity one also serves, stale, when Redis is unreachable, so recommendations degrade instead
-    of failing.
+    It also serves, stale, when Redis is unreachable, so recommendations degrade instead of failing.
     """
 
     def __init__(self, fetch: Callable[[int, float], list[tuple[str, float]]], ttl_seconds: float) -> None:
