@@ -250,18 +250,24 @@ class _Update:
         lr, reg = params.learning_rate, self.reg
         for epoch in range(epochs):
             order = self.rng.permutation(len(keep))
-            for start in range(0, len(keep), params.batch_size):
-                batch = order[start : start + params.batch_size]
+            batch_of = np.arange(len(keep)) // params.batch_size
+            u, i, negs = users_local[order], pos_items[order], neg_items[epoch, order]
+            item_groups = _BatchRows(batch_of, np.concatenate([i, negs.ravel()]), len(items), len(i))
+            user_groups = _BatchRows(batch_of, u, len(users), len(u))
+            for b, start in enumerate(range(0, len(keep), params.batch_size)):
+                batch = slice(start, start + params.batch_size)
                 _sgd_step(
                     users,
                     items,
-                    u=users_local[batch],
-                    i=pos_items[batch],
-                    negatives=neg_items[epoch, batch],
-                    prefs=prefs[batch],
-                    confs=confs[batch],
+                    u=u[batch],
+                    i=i[batch],
+                    negatives=negs[batch],
+                    prefs=prefs[order[batch]],
+                    confs=confs[order[batch]],
                     lr=lr,
                     reg=reg,
+                    item_rows=item_groups.of(b),
+                    user_rows=user_groups.of(b),
                 )
         moved_users = users_touched[stored]
         return (
@@ -333,6 +339,32 @@ class _Update:
         return total / (len(holdout.users) * (1 + negatives.shape[1]))
 
 
+class _BatchRows:
+    """np.unique(rows of a batch, return_inverse=True) for every mini-batch of an epoch, in one call.
+
+    `rows` lists each pair's row (the first `pairs` entries, in batch order), then any further rows per pair
+    (negatives: pairs x n, flattened), each pair belonging to batch `batch_of[pair]`.
+    """
+
+    def __init__(self, batch_of: np.ndarray, rows: np.ndarray, width: int, pairs: int) -> None:
+        self.extra = (len(rows) - pairs) // max(pairs, 1)  # further rows per pair
+        owner = np.concatenate([batch_of, np.repeat(batch_of, self.extra)])
+        self.distinct, inverse = np.unique(owner * width + rows, return_inverse=True)
+        batches = int(batch_of[-1]) + 1 if len(batch_of) else 0
+        self.starts = np.searchsorted(self.distinct, np.arange(batches + 1) * width)
+        self.local = inverse - self.starts[owner]
+        self.width, self.pairs = width, pairs
+        self.pair_bounds = np.searchsorted(batch_of, np.arange(batches + 1))
+
+    def of(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the batch's distinct rows, sorted; each of its rows' index among them), rows as listed above."""
+        a, b = self.pair_bounds[batch], self.pair_bounds[batch + 1]
+        first, extra = self.pairs, self.extra
+        local = np.concatenate([self.local[a:b], self.local[first + a * extra : first + b * extra]])
+        rows = self.distinct[self.starts[batch] : self.starts[batch + 1]] - batch * self.width
+        return rows, local
+
+
 def _sgd_step(
     users: np.ndarray,
     items: np.ndarray,
@@ -344,9 +376,12 @@ def _sgd_step(
     confs: np.ndarray,
     lr: float,
     reg: float,
+    item_rows: tuple[np.ndarray, np.ndarray],
+    user_rows: tuple[np.ndarray, np.ndarray],
 ) -> None:
     """One mini-batch step, in place. Each row's step is divided by (1 + 2 lr * its curvature in the batch):
-    the implicit (proximal) SGD step, which never overshoots however confident the pair or large the rate."""
+    the implicit (proximal) SGD step, which never overshoots however confident the pair or large the rate.
+    `item_rows` and `user_rows` are the batch's distinct rows and each row's index among them (_BatchRows)."""
     x, y, yn = users[u], items[i], items[negatives]
     err = confs * (prefs - np.einsum("ij,ij->i", x, y))
     neg_pred = np.einsum("bf,bnf->bn", x, yn)
@@ -354,7 +389,7 @@ def _sgd_step(
     grad_u = -err[:, None] * y + np.einsum("bn,bnf->bf", neg_pred, yn) + reg * x
     curve_u = confs * np.einsum("ij,ij->i", y, y) + np.einsum("bnf,bnf->b", yn, yn) + reg
     factors = items.shape[1]
-    touched, local = np.unique(np.concatenate([i, negatives.ravel()]), return_inverse=True)
+    touched, local = item_rows
     item_terms = np.empty((len(local), factors + 1))  # each row's gradient term, then its curvature term
     item_terms[: len(i), :factors] = -err[:, None] * x + reg * y
     item_terms[: len(i), factors] = confs * x_sq + reg
@@ -362,10 +397,10 @@ def _sgd_step(
     item_terms[len(i) :, factors] = np.repeat(x_sq, negatives.shape[1])
     item_sums = _sum_rows(local, item_terms, len(touched))
     grad_i, curve_i = item_sums[:, :factors], item_sums[:, factors]
-    user_rows, user_local = np.unique(u, return_inverse=True)
-    user_sums = _sum_rows(user_local, np.column_stack([grad_u, curve_u]), len(user_rows))
+    moved_users, user_local = user_rows
+    user_sums = _sum_rows(user_local, np.column_stack([grad_u, curve_u]), len(moved_users))
     grad_users, curve_users = user_sums[:, :factors], user_sums[:, factors]
-    users[user_rows] -= (2 * lr / (1 + 2 * lr * curve_users))[:, None] * grad_users
+    users[moved_users] -= (2 * lr / (1 + 2 * lr * curve_users))[:, None] * grad_users
     items[touched] -= (2 * lr / (1 + 2 * lr * curve_i))[:, None] * grad_i
 
 
