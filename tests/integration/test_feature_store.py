@@ -117,6 +117,10 @@ def test_trending_carries_over_generations_and_never_overflows(redis_client: red
     for now in (boundary - 1, boundary + 1):
         assert store.trending.top(2, now) == [("b", pytest.approx(1.5, rel=1e-3)), ("a", pytest.approx(1.0, rel=1e-3))]
     # On a fixed epoch, eight years (70,080 half-lives) would need a factor of 2^70080; generations never do.
+    # Each generation's key expires a generation after its last reads.
+    generation_seconds = 256 * hour
+    ttl = redis_client.ttl(f"recloop:trend:{store.trending.generation(boundary)}")
+    assert 2 * generation_seconds < ttl <= 3 * generation_seconds
     later = boundary + 8 * 365 * 86_400.0
     store.trending.add(redis_client, "years-later", 1.0, later)
     assert store.trending.top(1, later) == [("years-later", pytest.approx(1.0))]
