@@ -61,7 +61,7 @@ def test_a_redelivered_batch_changes_nothing(consumer: StreamConsumer, aws, redi
 
 def test_an_event_the_event_path_already_applied_counts_once(consumer: StreamConsumer, redis_client) -> None:
     first = record("301", event_id="client-1")
-    consumer.store.apply(type(first).interaction(first))  # what POST /event did before the stream delivered it
+    consumer.store.apply(first.interaction)  # what POST /event did before the stream delivered it
     consumer.process(first)
     assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
     assert consumer.buffer_size() == 1  # but it is still learned from

@@ -187,7 +187,7 @@ class OnlineLearner:
         self.settings = settings
         self._params = params
         self._release = redis.register_script(RELEASE_LOCK)
-        self._loaded: tuple[str, ModelKind, Any] | None = None  # the last champion loaded, by version
+        self._loaded: tuple[str, Any] | None = None  # (version, model): the last champion loaded
 
     # ---- the buffer -------------------------------------------------------------------------------------
 
@@ -221,7 +221,7 @@ class OnlineLearner:
         if metadata is None or metadata.kind not in UPDATABLE_KINDS:
             self.redis.ltrim(BUFFER_KEY, len(raw), -1)
             return UpdateResult(outcome=UpdateOutcome.NO_MODEL, events=len(events))
-        model = self._champion_model(pointer.version, metadata.kind)
+        model = self._champion_model(pointer.version)
         self.checkpoint(pointer.version, "before online update")
         served = self._served_newest_first() if metadata.kind is ModelKind.LGBM else ()
         started = time.perf_counter()
@@ -247,7 +247,7 @@ class OnlineLearner:
         if updated.improved:
             result.to_version = self._publish(metadata, updated.model, events, result)
             result.outcome = UpdateOutcome.PUBLISHED
-            self._loaded = (result.to_version, metadata.kind, updated.model)
+            self._loaded = (result.to_version, updated.model)
         else:
             logger.warning("online update made the held-out error worse; not published", extra=result.model_dump())
         self.redis.ltrim(BUFFER_KEY, len(raw), -1)
@@ -280,12 +280,12 @@ class OnlineLearner:
             if len(page) < SERVED_LOG_PAGE:
                 return
 
-    def _champion_model(self, version: str, kind: ModelKind) -> Any:
+    def _champion_model(self, version: str) -> Any:
         from recloop.models.loading import load_model
 
         if self._loaded is None or self._loaded[0] != version:
-            self._loaded = (version, kind, load_model(self.registry.load(version)))
-        return self._loaded[2]
+            self._loaded = (version, load_model(self.registry.load(version)))
+        return self._loaded[1]
 
     def _publish(self, parent: Any, model: Any, events: list[Interaction], result: UpdateResult) -> str:
         from recloop.models.bundle import DataWindow, ModelMetadata

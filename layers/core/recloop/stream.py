@@ -47,11 +47,8 @@ class StreamRecord:
     sequence_number: str
     data: bytes
 
-    def interaction(self) -> Interaction:
-        return self._parsed
-
     @cached_property  # archive_many and process both need it: validated once
-    def _parsed(self) -> Interaction:
+    def interaction(self) -> Interaction:
         try:
             return Interaction.model_validate_json(self.data)
         except ValidationError as exc:
@@ -73,7 +70,7 @@ class StreamConsumer:
 
     def process(self, record: StreamRecord, *, archive: bool = True) -> Interaction:
         """Archive (unless `archive_many` did), apply and buffer one record; PoisonRecordError for one to set aside."""
-        event = record.interaction()
+        event = record.interaction
         if archive:
             self._archive(record, event)
         self.store.apply(event)  # a no-op when the event path already applied it
@@ -88,7 +85,7 @@ class StreamConsumer:
         parsed = []
         for record in records:
             try:
-                parsed.append((record, record.interaction()))
+                parsed.append((record, record.interaction))
             except PoisonRecordError:
                 continue
         failures: dict[str, Exception] = {}
