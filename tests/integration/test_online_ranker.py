@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightgbm
@@ -13,8 +14,10 @@ from recloop.feature_log import FEATURE_LOG_KEY, LOGGED_RANDOM, LOGGED_TOP, Serv
 from recloop.features import FeatureStore
 from recloop.interactions import Interaction, InteractionIn
 from recloop.models.bundle import ModelKind, ModelMetadata
+from recloop.models.leaf_refit import LeafTable
 from recloop.models.mf import MFHyperparameters
 from recloop.models.online_ranker import MAX_REFIT_QUERIES, ndcg_at_k, refit_ranker
+from recloop.models.ranker import RankerModel
 from recloop.online import SERVED_LOG_PAGE, OnlineLearner, UpdateOutcome, apply_update, online_hyperparameters
 from recloop.recommender import Recommender
 from recloop.registry import ModelRegistry
@@ -107,14 +110,26 @@ def ranking_data(
     return rows, labels, [10] * queries
 
 
-def booster_for(relevant_feature: int) -> Any:
+def booster_for(relevant_feature: int, **params: Any) -> Any:
     rows, labels, groups = ranking_data(np.random.default_rng(3), 300, relevant_feature)
     data = lightgbm.Dataset(rows, labels, group=groups)
     return lightgbm.train(
-        {"objective": "lambdarank", "num_leaves": 7, "min_data_in_leaf": 5, "verbosity": -1, "num_threads": 1},
+        {
+            "objective": "lambdarank",
+            "num_leaves": 7,
+            "min_data_in_leaf": 5,
+            "verbosity": -1,
+            "num_threads": 1,
+            **params,
+        },
         data,
         num_boost_round=20,
     )
+
+
+def ranker_of(booster: Any) -> RankerModel:
+    """The refit reads the booster only; its MF is not needed."""
+    return RankerModel(mf=None, booster=booster)  # type: ignore[arg-type]
 
 
 def logged(rng: np.random.Generator, queries: int, relevant_feature: int, t0: float) -> tuple[list, list]:
@@ -141,7 +156,7 @@ def test_refit_follows_a_shift_in_what_makes_an_item_relevant() -> None:
         log.append(served(f"user{q}", T0 + q, block, items))
         events.append(event(f"user{q}", items[best], T0 + q + 1))
     queries = labelled_queries(reversed(log), events, 86_400)
-    step = refit_ranker(booster, queries, heldout_from=T0 + 160, decay=0.5)
+    step = refit_ranker(ranker_of(booster), queries, heldout_from=T0 + 160, decay=0.5)
     assert step is not None and step.train_queries == MAX_REFIT_QUERIES and step.heldout_queries == 40  # the latest
     assert step.ndcg_after > step.ndcg_before and step.improved
     assert step.booster is not booster and step.booster.num_trees() == booster.num_trees()  # leaves, not trees
@@ -153,13 +168,58 @@ def test_a_refit_that_ranks_the_held_out_queries_worse_is_not_kept() -> None:
     first_log, first_events = logged(rng, 100, relevant_feature=2, t0=T0)  # refit on feature 2
     later_log, later_events = logged(rng, 30, relevant_feature=0, t0=T0 + 1000)  # held out: feature 0 again
     queries = labelled_queries(reversed(first_log + later_log), first_events + later_events, 86_400)
-    step = refit_ranker(booster, queries, heldout_from=T0 + 1000, decay=0.0)
+    step = refit_ranker(ranker_of(booster), queries, heldout_from=T0 + 1000, decay=0.0)
     assert step is not None and step.ndcg_after < step.ndcg_before and not step.improved
 
 
 def test_too_few_labelled_queries_means_no_refit() -> None:
     log, events = logged(np.random.default_rng(2), 10, relevant_feature=0, t0=T0)
-    assert refit_ranker(booster_for(0), labelled_queries(reversed(log), events, 86_400), T0 + 8, 0.9) is None
+    queries = labelled_queries(reversed(log), events, 86_400)
+    assert refit_ranker(ranker_of(booster_for(0)), queries, T0 + 8, 0.9) is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        # regularised leaves, and queries longer than LambdaRank's truncation level
+        {"lambda_l1": 0.5, "lambda_l2": 2.0, "lambdarank_truncation_level": 4},
+        {"max_delta_step": 0.3},
+        {"sigmoid": 2.0, "lambdarank_norm": False, "label_gain": [0, 3, 7]},
+    ],
+)
+def test_the_leaf_refit_gives_lightgbms_booster_refit(params: dict[str, Any]) -> None:
+    booster = booster_for(relevant_feature=0, **params)
+    rng = np.random.default_rng(21)
+    rows, labels, groups = ranking_data(rng, 60, relevant_feature=1)  # what matters has moved to feature 1
+    labels[rng.random(len(labels)) < 0.1] = 2 if "label_gain" in params else 1  # a few more relevant rows
+    groups[:3] = [4, 6, 10]  # queries of other lengths too
+    rows, labels = rows[: sum(groups)], labels[: sum(groups)]
+    trees = ranker_of(booster).leaf_table()
+    for decay in (0.9, 0.3):
+        expected = booster.refit(rows, labels, decay_rate=decay, group=groups, num_threads=1, verbosity=-1)
+        refitted = trees.refit(booster.predict(rows, pred_leaf=True), labels, groups, decay)
+        assert np.abs(LeafTable.parse(expected.model_to_string()).values - trees.values).max() > 1e-3  # it moved
+        # LightGBM looks the sigmoid up in a table and sums gradients in float32: agreement to ~1e-4.
+        assert np.allclose(refitted.values, LeafTable.parse(expected.model_to_string()).values, rtol=0, atol=2e-4)
+        # Its text is a model LightGBM loads, predicting what the refit leaves add up to.
+        loaded = lightgbm.Booster(model_str=refitted.text)
+        assert np.allclose(loaded.predict(rows), expected.predict(rows), atol=1e-3)
+        assert np.allclose(loaded.predict(rows), refitted.scores(booster.predict(rows, pred_leaf=True)), atol=1e-9)
+
+
+def test_a_leaf_table_reads_and_writes_lightgbms_model_text() -> None:
+    booster = booster_for(relevant_feature=0)
+    text = booster.model_to_string()
+    table = LeafTable.parse(text)
+    assert table.values.shape == (20, 7) and table.shrinkage.tolist() == [0.1] * 20
+    assert dataclasses.replace(table).text == text  # written from its parts: the same text, tree sizes and all
+    rows = np.random.default_rng(4).normal(size=(50, FEATURES))
+    assert np.allclose(table.scores(booster.predict(rows, pred_leaf=True)), booster.predict(rows), atol=1e-12)
+    with pytest.raises(ValueError, match="lambdarank"):
+        LeafTable.parse(text.replace("objective=lambdarank", "objective=binary sigmoid:1"))
+    with pytest.raises(ValueError, match="path_smooth"):
+        LeafTable.parse(text.replace("[path_smooth: 0]", "[path_smooth: 1]"))
 
 
 def test_ndcg_of_a_perfect_and_a_reversed_ranking() -> None:

@@ -173,9 +173,10 @@ def apply_update(
     )
     refit = None
     if len(queries):
-        refit = refit_ranker(model.booster, queries, step.heldout_from, params.refit_decay, params.tolerance)
-    booster = refit.booster if refit is not None and refit.improved else model.booster
-    return UpdatedModel(RankerModel(new_mf, booster), step, refit)
+        refit = refit_ranker(model, queries, step.heldout_from, params.refit_decay, params.tolerance)
+    if refit is not None and refit.improved:
+        return UpdatedModel(RankerModel(new_mf, refit.booster, refit.trees), step, refit)
+    return UpdatedModel(RankerModel(new_mf, model.booster, model.trees), step, refit)
 
 
 class OnlineLearner:

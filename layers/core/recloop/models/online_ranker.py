@@ -12,11 +12,16 @@ refit is kept only if that did not get worse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recloop.feature_log import LabelledQueries
+from recloop.models.leaf_refit import LeafTable
+
+if TYPE_CHECKING:
+    from recloop.models.ranker import RankerModel
 
 MIN_TRAIN_QUERIES = 20
 MIN_HELDOUT_QUERIES = 5
@@ -30,7 +35,7 @@ REFIT_NEGATIVES = 9
 
 @dataclass(frozen=True)
 class RefitStep:
-    booster: Any  # lightgbm.Booster, new
+    trees: LeafTable  # the refit leaf values
     ndcg_before: float
     ndcg_after: float
     train_queries: int
@@ -41,6 +46,13 @@ class RefitStep:
     def improved(self) -> bool:
         """Kept only if held-out NDCG@10 did not drop beyond the tolerance (relative)."""
         return bool(np.isfinite(self.ndcg_after) and self.ndcg_after >= self.ndcg_before * (1 - self.tolerance))
+
+    @cached_property
+    def booster(self) -> Any:
+        """The refit lightgbm.Booster, built from its text when first asked for (when the refit is kept)."""
+        import lightgbm
+
+        return lightgbm.Booster(model_str=self.trees.text)
 
 
 def _subset(
@@ -78,7 +90,7 @@ def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int 
 
 
 def refit_ranker(
-    booster: Any, queries: LabelledQueries, heldout_from: float, decay: float, tolerance: float = 0.0
+    model: RankerModel, queries: LabelledQueries, heldout_from: float, decay: float, tolerance: float = 0.0
 ) -> RefitStep | None:
     """Refit on the queries served before `heldout_from`, judged on those served after; None if too few."""
     train = [n for n, t in enumerate(queries.times) if t < heldout_from][-MAX_REFIT_QUERIES:]
@@ -86,13 +98,12 @@ def refit_ranker(
     if len(train) < MIN_TRAIN_QUERIES or len(heldout) < MIN_HELDOUT_QUERIES:
         return None
     rows, labels, groups = _subset(queries, train, REFIT_NEGATIVES)
-    # One thread: the function has little CPU, and OpenMP's waiting threads cost more than they give here.
-    single = {"num_threads": 1, "verbosity": -1}
-    # Rows reach their leaves by the trees' own predictions, so the refit's Dataset bins are never used: the
-    # fewest bins make it cheapest to build.
-    binning = {**single, "max_bin": 3}
-    refitted = booster.refit(rows, labels, decay_rate=decay, group=groups, dataset_params=binning, **single)
     h_rows, h_labels, h_groups = _subset(queries, heldout, REFIT_NEGATIVES, seed=1)
-    before = ndcg_at_k(booster.predict(h_rows, num_threads=1), h_labels, h_groups)
-    after = ndcg_at_k(refitted.predict(h_rows, num_threads=1), h_labels, h_groups)
+    # Refitting changes leaf values only, so one pass finds every row's leaves for the refit and both judgements.
+    leaf_index = model.booster.predict(np.vstack([rows, h_rows]), pred_leaf=True, num_threads=1)
+    trees = model.leaf_table()
+    refitted = trees.refit(leaf_index[: len(rows)], labels, groups, decay)
+    heldout_leaves = leaf_index[len(rows) :]
+    before = ndcg_at_k(trees.scores(heldout_leaves), h_labels, h_groups)
+    after = ndcg_at_k(refitted.scores(heldout_leaves), h_labels, h_groups)
     return RefitStep(refitted, before, after, len(train), len(heldout), tolerance)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from recloop.features import FeatureStore
 from recloop.models.bundle import ModelBundle, ModelKind, ModelMetadata
+from recloop.models.leaf_refit import LeafTable
 from recloop.models.loading import register_loader
 from recloop.models.mf import MatrixFactorisation
 from recloop.recommender import CooccurrenceScorer, UserContext
@@ -213,14 +214,22 @@ class RankerModel:
 
     mf: MatrixFactorisation
     booster: Any  # lightgbm.Booster
+    trees: LeafTable | None = field(default=None, repr=False)  # the booster's leaf values, once parsed
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return self.booster.predict(rows, num_threads=1)
 
+    def leaf_table(self) -> LeafTable:
+        """The booster's trees as the online refit reads and rewrites them (parsed once)."""
+        if self.trees is None:
+            self.trees = LeafTable.parse(self.booster.model_to_string())
+        return self.trees
+
     def to_bundle(self, metadata: ModelMetadata) -> ModelBundle:
         bundle = self.mf.to_bundle(metadata)
         files = dict(bundle.files)
-        files[RANKER_FILE] = self.booster.model_to_string().encode()
+        text = self.trees.text if self.trees is not None else self.booster.model_to_string()
+        files[RANKER_FILE] = text.encode()
         metadata.feature_spec = {"features": list(FEATURE_NAMES)}
         return ModelBundle(metadata, files)
 
