@@ -231,48 +231,43 @@ class _Update:
         epochs = params.epochs if len(keep) else 0
         catalogue = self.known_items + len(new_vectors)
         negatives = self.rng.integers(0, max(catalogue, 1), size=(epochs, len(keep), params.negatives))
-        # Local matrices of the touched rows (float64), mapped back at the end.
+        # One local matrix (float64) of the touched rows, users first and then items, mapped back at the end.
+        users_touched, users_local = np.unique(user_rows[keep], return_inverse=True)
         items_touched, items_local = np.unique(
             np.concatenate([item_rows[keep], negatives.ravel()]), return_inverse=True
         )
+        items_local += len(users_touched)
         pos_items = items_local[: len(keep)]
         neg_items = items_local[len(keep) :].reshape(negatives.shape)
-        old = items_touched < self.known_items
-        items = np.empty((len(items_touched), mf.factors))
-        items[old] = mf.item_factors[items_touched[old]]
-        items[~old] = new_vectors[items_touched[~old] - self.known_items]
-        users_touched, users_local = np.unique(user_rows[keep], return_inverse=True)
+        vectors = np.empty((len(users_touched) + len(items_touched), mf.factors))
+        users, items = vectors[: len(users_touched)], vectors[len(users_touched) :]
         stored = users_touched >= 0
-        users = np.empty((len(users_touched), mf.factors))
         users[stored] = mf.user_factors[users_touched[stored]]
         users[~stored] = transient[-1 - users_touched[~stored]]
+        old = items_touched < self.known_items
+        items[old] = mf.item_factors[items_touched[old]]
+        items[~old] = new_vectors[items_touched[~old] - self.known_items]
         prefs, confs = train.prefs[keep], train.confs[keep]
-        lr, reg = params.learning_rate, self.reg
         for epoch in range(epochs):
             order = self.rng.permutation(len(keep))
             batch_of = np.arange(len(keep)) // params.batch_size
             u, i, negs = users_local[order], pos_items[order], neg_items[epoch, order]
-            item_groups = _BatchRows(batch_of, np.concatenate([i, negs.ravel()]), len(items), len(i))
-            user_groups = _BatchRows(batch_of, u, len(users), len(u))
+            batches = _BatchRows(batch_of, users=u, items=i, negatives=negs, rows=len(vectors), width=mf.factors + 1)
             for b, start in enumerate(range(0, len(keep), params.batch_size)):
                 batch = slice(start, start + params.batch_size)
                 _sgd_step(
-                    users,
-                    items,
-                    u=u[batch],
-                    i=i[batch],
-                    negatives=negs[batch],
+                    vectors,
+                    *batches.of(b),
+                    size=len(order[batch]),
+                    negatives=params.negatives,
                     prefs=prefs[order[batch]],
                     confs=confs[order[batch]],
-                    lr=lr,
-                    reg=reg,
-                    item_rows=item_groups.of(b),
-                    user_rows=user_groups.of(b),
+                    lr=params.learning_rate,
+                    reg=self.reg,
                 )
-        moved_users = users_touched[stored]
         return (
             (items_touched, items),
-            (moved_users, users[stored]),
+            (users_touched[stored], users[stored]),
             len(users_touched),
             len(np.unique(item_rows[keep])),
         )
@@ -340,72 +335,75 @@ class _Update:
 
 
 class _BatchRows:
-    """np.unique(rows of a batch, return_inverse=True) for every mini-batch of an epoch, in one call.
+    """Each mini-batch's rows of the local matrix, found for a whole epoch in one np.unique.
 
-    `rows` lists each pair's row (the first `pairs` entries, in batch order), then any further rows per pair
-    (negatives: pairs x n, flattened), each pair belonging to batch `batch_of[pair]`.
+    A batch reads rows in the order users, positive items, negatives (pairs x n, flattened); its step needs
+    the distinct rows (sorted) and, for every row read, the position of its (gradient, curvature) terms in the
+    flattened (distinct rows x width) sums, which one np.bincount then adds up.
     """
 
-    def __init__(self, batch_of: np.ndarray, rows: np.ndarray, width: int, pairs: int) -> None:
-        self.extra = (len(rows) - pairs) // max(pairs, 1)  # further rows per pair
-        owner = np.concatenate([batch_of, np.repeat(batch_of, self.extra)])
-        self.distinct, inverse = np.unique(owner * width + rows, return_inverse=True)
-        batches = int(batch_of[-1]) + 1 if len(batch_of) else 0
-        self.starts = np.searchsorted(self.distinct, np.arange(batches + 1) * width)
-        self.local = inverse - self.starts[owner]
-        self.width, self.pairs = width, pairs
-        self.pair_bounds = np.searchsorted(batch_of, np.arange(batches + 1))
+    def __init__(
+        self,
+        batch_of: np.ndarray,
+        *,
+        users: np.ndarray,
+        items: np.ndarray,
+        negatives: np.ndarray,
+        rows: int,
+        width: int,
+    ) -> None:
+        pairs, extra = len(users), negatives.shape[1]
+        owner = np.concatenate([batch_of, batch_of, np.repeat(batch_of, extra)])
+        read = np.concatenate([users, items, negatives.ravel()])
+        distinct, inverse = np.unique(owner * rows + read, return_inverse=True)
+        batches = int(batch_of[-1]) + 1 if pairs else 0
+        self.starts = np.searchsorted(distinct, np.arange(batches + 1) * rows)
+        self.distinct = distinct - np.repeat(np.arange(batches) * rows, np.diff(self.starts))
+        local = inverse - self.starts[owner]
+        # Reads grouped by batch (users, items, negatives within each), so that a batch's are one slice.
+        by_batch = np.argsort(owner, kind="stable")
+        self.read = read[by_batch]
+        self.terms = (local[by_batch, None] * width + np.arange(width)).reshape(len(read), width)
+        self.read_bounds = np.searchsorted(owner[by_batch], np.arange(batches + 1))
 
-    def of(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the batch's distinct rows, sorted; each of its rows' index among them), rows as listed above."""
-        a, b = self.pair_bounds[batch], self.pair_bounds[batch + 1]
-        first, extra = self.pairs, self.extra
-        local = np.concatenate([self.local[a:b], self.local[first + a * extra : first + b * extra]])
-        rows = self.distinct[self.starts[batch] : self.starts[batch + 1]] - batch * self.width
-        return rows, local
+    def of(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows read: users, items, negatives; the batch's distinct rows; where each read's terms sum)"""
+        a, b = self.read_bounds[batch], self.read_bounds[batch + 1]
+        touched = self.distinct[self.starts[batch] : self.starts[batch + 1]]
+        return self.read[a:b], touched, self.terms[a:b].ravel()
 
 
 def _sgd_step(
-    users: np.ndarray,
-    items: np.ndarray,
+    vectors: np.ndarray,
+    read: np.ndarray,
+    touched: np.ndarray,
+    terms: np.ndarray,
     *,
-    u: np.ndarray,
-    i: np.ndarray,
-    negatives: np.ndarray,
+    size: int,
+    negatives: int,
     prefs: np.ndarray,
     confs: np.ndarray,
     lr: float,
     reg: float,
-    item_rows: tuple[np.ndarray, np.ndarray],
-    user_rows: tuple[np.ndarray, np.ndarray],
 ) -> None:
-    """One mini-batch step, in place. Each row's step is divided by (1 + 2 lr * its curvature in the batch):
-    the implicit (proximal) SGD step, which never overshoots however confident the pair or large the rate.
-    `item_rows` and `user_rows` are the batch's distinct rows and each row's index among them (_BatchRows)."""
-    x, y, yn = users[u], items[i], items[negatives]
+    """One mini-batch step, in place, on the local matrix of user and item rows (_BatchRows gives what the
+    batch reads and where its terms sum). Each row's step is divided by (1 + 2 lr * its curvature in the
+    batch): the implicit (proximal) SGD step, which never overshoots however confident the pair or large the
+    rate."""
+    factors, n = vectors.shape[1], negatives
+    rows = vectors[read]
+    x, y, yn = rows[:size], rows[size : 2 * size], rows[2 * size :].reshape(size, n, factors)
     err = confs * (prefs - np.einsum("ij,ij->i", x, y))
     neg_pred = np.einsum("bf,bnf->bn", x, yn)
     x_sq = np.einsum("ij,ij->i", x, x)
-    grad_u = -err[:, None] * y + np.einsum("bn,bnf->bf", neg_pred, yn) + reg * x
-    curve_u = confs * np.einsum("ij,ij->i", y, y) + np.einsum("bnf,bnf->b", yn, yn) + reg
-    factors = items.shape[1]
-    touched, local = item_rows
-    item_terms = np.empty((len(local), factors + 1))  # each row's gradient term, then its curvature term
-    item_terms[: len(i), :factors] = -err[:, None] * x + reg * y
-    item_terms[: len(i), factors] = confs * x_sq + reg
-    item_terms[len(i) :, :factors] = (neg_pred[:, :, None] * x[:, None, :]).reshape(-1, factors)
-    item_terms[len(i) :, factors] = np.repeat(x_sq, negatives.shape[1])
-    item_sums = _sum_rows(local, item_terms, len(touched))
-    grad_i, curve_i = item_sums[:, :factors], item_sums[:, factors]
-    moved_users, user_local = user_rows
-    user_sums = _sum_rows(user_local, np.column_stack([grad_u, curve_u]), len(moved_users))
-    grad_users, curve_users = user_sums[:, :factors], user_sums[:, factors]
-    users[moved_users] -= (2 * lr / (1 + 2 * lr * curve_users))[:, None] * grad_users
-    items[touched] -= (2 * lr / (1 + 2 * lr * curve_i))[:, None] * grad_i
-
-
-def _sum_rows(index: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    """out[k] = sum of rows[n] where index[n] == k: np.add.at, in one bincount (several times faster)."""
-    width = rows.shape[1]
-    flat = (index[:, None] * width + np.arange(width)).ravel()
-    return np.bincount(flat, rows.ravel(), minlength=count * width).reshape(count, width)
+    # Each row read contributes a gradient term and a curvature term: users, positive items, negatives.
+    contributions = np.empty((len(read), factors + 1))
+    contributions[:size, :factors] = -err[:, None] * y + np.einsum("bn,bnf->bf", neg_pred, yn) + reg * x
+    contributions[:size, factors] = confs * np.einsum("ij,ij->i", y, y) + np.einsum("bnf,bnf->b", yn, yn) + reg
+    contributions[size : 2 * size, :factors] = -err[:, None] * x + reg * y
+    contributions[size : 2 * size, factors] = confs * x_sq + reg
+    contributions[2 * size :, :factors] = (neg_pred[:, :, None] * x[:, None, :]).reshape(-1, factors)
+    contributions[2 * size :, factors] = np.repeat(x_sq, n)
+    sums = np.bincount(terms, contributions.ravel(), minlength=len(touched) * (factors + 1))
+    sums = sums.reshape(len(touched), factors + 1)
+    vectors[touched] -= (2 * lr / (1 + 2 * lr * sums[:, factors]))[:, None] * sums[:, :factors]
