@@ -268,10 +268,11 @@ def test_batched_fold_in_solves_each_vector_exactly_as_one_at_a_time() -> None:
     rng = np.random.default_rng(4)
     factors = rng.normal(size=(30, 6))
     gram = factors.T @ factors
-    rows = rng.integers(0, 30, size=40)
-    groups = rng.integers(0, 5, size=40)  # vector 5 of 6 has no rows: the zero vector
-    prefs = (rng.random(40) > 0.2).astype(float)
-    confs = 1 + 20 * rng.random(40)
+    rows = rng.integers(0, 30, size=70)
+    # vector 0 has one row, 1-3 a few each, 4 more than WOODBURY_ROWS; 5 of 6 has none: the zero vector
+    groups = np.r_[0, rng.integers(1, 4, size=40), np.full(29, 4)]
+    prefs = (rng.random(70) > 0.2).astype(float)
+    confs = 1 + 20 * rng.random(70)
     batched = fold_in_many(gram, factors[rows], prefs, confs, groups=groups, count=6, reg=0.1)
     for g in range(5):
         mask = groups == g

@@ -28,6 +28,9 @@ import numpy as np
 from recloop.interactions import Interaction
 from recloop.models.mf import MatrixFactorisation
 
+# Groups of at most this many rows are folded in through the Woodbury identity (fold_in_many).
+WOODBURY_ROWS = 16
+
 
 @dataclass(frozen=True)
 class OnlineHyperparameters:
@@ -95,7 +98,13 @@ def fold_in_many(
     reg: float,
 ) -> np.ndarray:
     """The solve of `_solve_one` for many vectors at once: rows[n] (the other side's factors) belongs to
-    vector groups[n]; a group with no row gets the zero vector."""
+    vector groups[n]; a group with no row gets the zero vector.
+
+    Each vector solves (A + Y^T Y) x = r with A = gram + reg I shared and Y its group's rows scaled by
+    sqrt(c - 1). A buffer's groups are mostly one or two rows, so x comes from A's inverse by the Woodbury
+    identity, x = u - V^T (I + V Y^T)^-1 Y u with u = A^-1 r and V = Y A^-1, at the cost of a k x k solve per
+    group of k rows instead of a factors x factors one; groups longer than WOODBURY_ROWS are solved directly.
+    """
     factors = gram.shape[0]
     out = np.zeros((count, factors))
     if len(rows) == 0:
@@ -103,14 +112,26 @@ def fold_in_many(
     order = np.argsort(groups, kind="stable")
     rows, prefs, confs, groups = rows[order], prefs[order], confs[order], groups[order]
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    ends = np.r_[starts[1:], len(groups)]
+    sizes = np.diff(np.r_[starts, len(groups)])
     scaled = rows * np.sqrt(confs - 1.0)[:, None]  # so that scaled^T scaled = rows^T diag(c - 1) rows
-    matrices = np.empty((len(starts), factors, factors))
-    for n, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        matrices[n] = scaled[a:b].T @ scaled[a:b]
-    matrices += gram + reg * np.eye(factors)
     rhs = np.add.reduceat(rows * (confs * prefs)[:, None], starts, axis=0)
-    out[groups[starts]] = np.linalg.solve(matrices, rhs[:, :, None])[:, :, 0]
+    shared = gram + reg * np.eye(factors)
+    short = sizes <= WOODBURY_ROWS
+    if short.any():
+        owner = np.repeat(np.arange(len(starts)), sizes)
+        take = short[owner]
+        position = np.arange(len(rows)) - starts[owner]
+        group_rows = np.zeros((int(short.sum()), int(sizes[short].max()), factors))  # padded with zero rows
+        group_rows[np.cumsum(short)[owner[take]] - 1, position[take]] = scaled[take]
+        inverse = np.linalg.inv(shared)
+        u = rhs[short] @ inverse
+        v = group_rows @ inverse
+        capacitance = np.eye(group_rows.shape[1]) + v @ group_rows.transpose(0, 2, 1)
+        w = np.linalg.solve(capacitance, group_rows @ u[:, :, None])
+        out[groups[starts[short]]] = u - (v.transpose(0, 2, 1) @ w)[:, :, 0]
+    for n in np.flatnonzero(~short):
+        block = scaled[starts[n] : starts[n] + sizes[n]]
+        out[groups[starts[n]]] = np.linalg.solve(shared + block.T @ block, rhs[n])
     return out
 
 
