@@ -79,9 +79,10 @@ def contradicted(users: int = 40) -> list[Interaction]:
 
 def test_a_new_item_gets_a_vector_close_to_the_items_its_users_like() -> None:
     mf, _ = trained()
+    assert "a-new" not in mf.item_index
     step = update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=1))
     updated = step.mf
-    assert "a-new" not in mf.item_index and "a-new" in updated.item_index
+    assert step.improved and "a-new" in updated.item_index
     assert step.new_items == 1
     a_user = updated.user_factors[updated.user_index["user0"]]
     b_user = updated.user_factors[updated.user_index["user1"]]
@@ -90,12 +91,64 @@ def test_a_new_item_gets_a_vector_close_to_the_items_its_users_like() -> None:
     assert updated.scores(b_user, ["a-new"])[0] < new_score[0]
 
 
-def test_the_input_model_is_left_unchanged() -> None:
+def model_state(mf: MatrixFactorisation) -> tuple[Any, ...]:
+    return (
+        mf.item_factors.copy(),
+        mf.user_factors.copy(),
+        list(mf.item_ids),
+        dict(mf.item_index),
+        mf.item_gram.copy(),
+        mf.user_gram.copy(),
+    )
+
+
+def same_state(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y for x, y in zip(a, b, strict=True))
+
+
+def test_a_kept_step_is_written_into_the_model_and_a_rejected_one_leaves_it_as_it_was() -> None:
     mf, _ = trained()
-    items, users = mf.item_factors.copy(), mf.user_factors.copy()
-    update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=3, learning_rate=0.002))
-    assert np.array_equal(mf.item_factors, items) and np.array_equal(mf.user_factors, users)
-    assert "a-new" not in mf.item_index
+    before = model_state(mf)
+    rejected = update_mf(mf, contradicted(), OnlineHyperparameters(epochs=5, learning_rate=0.01))
+    assert not rejected.improved and rejected.mf is mf
+    assert same_state(model_state(mf), before)  # factors, the new items' rows and ids, Grams: all undone
+
+    kept = update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=3, learning_rate=0.002))
+    assert kept.improved and kept.mf is mf and "a-new" in mf.item_index
+    assert not np.array_equal(mf.user_factors, before[1])
+
+
+def test_a_step_that_fails_while_judged_leaves_the_model_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recloop.models import online_mf
+
+    mf, _ = trained()
+    before = model_state(mf)
+    judged = online_mf._Update._heldout_error
+    calls = []
+
+    def fails_after_the_step(self: Any, model: Any, negatives: Any) -> float:
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("out of memory")
+        return judged(self, model, negatives)
+
+    monkeypatch.setattr(online_mf._Update, "_heldout_error", fails_after_the_step)
+    with pytest.raises(MemoryError):
+        update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=3, learning_rate=0.002))
+    assert same_state(model_state(mf), before) and "a-new" not in mf.item_index
+
+
+def test_appended_items_reuse_spare_rows_and_can_be_dropped_again() -> None:
+    mf, _ = trained()
+    known, factors = len(mf.item_ids), mf.factors
+    mf.append_items(["n1"], np.ones((1, factors)))
+    storage = mf.item_factors.base
+    mf.append_items(["n2", "n3"], np.full((2, factors), 2.0))
+    assert mf.item_factors.base is storage  # the second append copied nothing
+    assert mf.item_index["n3"] == known + 2 and mf.item_factors[known + 2, 0] == 2.0
+    assert mf.scores(np.ones(factors, dtype=np.float32), ["n1"])[0] == pytest.approx(factors)
+    mf.truncate_items(known + 1)
+    assert mf.item_ids[-1] == "n1" and "n2" not in mf.item_index and mf.item_factors.shape == (known + 1, factors)
 
 
 def test_sgd_moves_vectors_toward_the_buffered_preferences() -> None:
@@ -116,7 +169,7 @@ def test_held_out_error_is_judged_on_the_same_pairs_before_and_after() -> None:
     assert calm.holdout_pairs > 0 and calm.train_pairs > calm.holdout_pairs
     assert calm.improved
     # The buffer's later part contradicts its first: learning the first makes the held-out part worse.
-    worse = update_mf(mf, contradicted(), OnlineHyperparameters(epochs=5, learning_rate=0.01))
+    worse = update_mf(trained()[0], contradicted(), OnlineHyperparameters(epochs=5, learning_rate=0.01))
     assert worse.error_after > worse.error_before and not worse.improved
 
 
@@ -283,12 +336,14 @@ def test_batched_fold_in_solves_each_vector_exactly_as_one_at_a_time() -> None:
 
 def test_the_updated_models_gram_matrices_match_a_fresh_computation() -> None:
     mf, _ = trained()
+    known = len(mf.item_ids)
     step = update_mf(mf, stream_with_new_item(), OnlineHyperparameters(epochs=3, learning_rate=0.01))
+    assert step.improved
     items = step.mf.item_factors.astype(np.float64)
     users = step.mf.user_factors.astype(np.float64)
     assert np.allclose(step.mf.item_gram, items.T @ items, atol=1e-8)
     assert np.allclose(step.mf.user_gram, users.T @ users, atol=1e-8)
-    assert step.mf.item_index["a-new"] == len(mf.item_ids)  # appended after the model's items
+    assert step.mf.item_index["a-new"] == known  # appended after the model's items
 
 
 def test_a_tolerance_lets_a_slightly_worse_update_through() -> None:

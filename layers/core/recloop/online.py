@@ -148,18 +148,17 @@ def online_hyperparameters(settings: Settings) -> Any:
 def apply_update(
     kind: ModelKind, model: Any, events: list[Interaction], params: Any, served_newest_first: Iterable[Any] = ()
 ) -> UpdatedModel:
-    """One online step of a served model (`mf` or `lgbm`); the input model is left unchanged.
+    """One online step of a served model (`mf` or `lgbm`). A kept MF step is written into the model's MF
+    (recloop.models.online_mf); a refit ranker is a new booster.
 
     `served_newest_first` is the served-feature log (recloop.feature_log.ServedFeatures), newest record
     first, for the ranker's refit; it is read only as far as the refit needs.
     """
     from recloop.models.online_mf import update_mf
 
-    mf = model.mf if kind is ModelKind.LGBM else model
-    step = update_mf(mf, events, params)
-    new_mf = step.mf if step.improved else mf
+    step = update_mf(model.mf if kind is ModelKind.LGBM else model, events, params)
     if kind is not ModelKind.LGBM:
-        return UpdatedModel(new_mf, step)
+        return UpdatedModel(step.mf, step)
     from recloop.feature_log import labelled_queries
     from recloop.models.online_ranker import MAX_REFIT_QUERIES, refit_ranker
     from recloop.models.ranker import RankerModel
@@ -175,8 +174,8 @@ def apply_update(
     if len(queries):
         refit = refit_ranker(model, queries, step.heldout_from, params.refit_decay, params.tolerance)
     if refit is not None and refit.improved:
-        return UpdatedModel(RankerModel(new_mf, refit.booster, refit.trees), step, refit)
-    return UpdatedModel(RankerModel(new_mf, model.booster, model.trees), step, refit)
+        return UpdatedModel(RankerModel(step.mf, refit.booster, refit.trees), step, refit)
+    return UpdatedModel(RankerModel(step.mf, model.booster, model.trees), step, refit)
 
 
 class OnlineLearner:
@@ -246,7 +245,11 @@ class OnlineLearner:
             ranker_updated=bool(refit and refit.improved),
         )
         if updated.improved:
-            result.to_version = self._publish(metadata, updated.model, events, result)
+            try:
+                result.to_version = self._publish(metadata, updated.model, events, result)
+            except BaseException:
+                self._loaded = None  # the step was written into the cached champion: reload it next time
+                raise
             result.outcome = UpdateOutcome.PUBLISHED
             self._loaded = (result.to_version, updated.model)
         else:

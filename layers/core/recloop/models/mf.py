@@ -73,28 +73,31 @@ class MatrixFactorisation:
             gram = self.__dict__["_user_gram"] = users.T @ users
         return gram
 
-    def derive(
-        self,
-        new_item_ids: Sequence[str],
-        item_factors: np.ndarray,
-        user_factors: np.ndarray,
-        item_gram: np.ndarray,
-        user_gram: np.ndarray,
-    ) -> MatrixFactorisation:
-        """A model with the same users, items appended and factors replaced, its Gram matrices given
-        (kept up to date incrementally by the caller) rather than recomputed over the whole catalogue."""
-        model = object.__new__(MatrixFactorisation)
-        model.item_ids = [*self.item_ids, *new_item_ids]
-        model.item_factors = item_factors
-        model.user_ids = self.user_ids
-        model.user_factors = user_factors
-        model.regularisation = self.regularisation
-        model.alpha = self.alpha
-        model.item_index = {**self.item_index, **{item: len(self.item_ids) + n for n, item in enumerate(new_item_ids)}}
-        model.user_index = self.user_index  # users are never added: unknown users are folded in per request
-        model._gram = item_gram
-        model.__dict__["_user_gram"] = user_gram
-        return model
+    def append_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Adds items after the existing ones, in place. Spare rows are kept after the last item, so that an
+        append copies the catalogue's factors only once in a while, not each time."""
+        start, end = len(self.item_ids), len(self.item_ids) + len(item_ids)
+        storage = self.__dict__.get("_item_storage")
+        if storage is None or self.item_factors.base is not storage or storage.shape[0] < end:
+            storage = np.empty((end + max(end // 8, 1024), self.factors), dtype=np.float32)
+            storage[:start] = self.item_factors
+            self.__dict__["_item_storage"] = storage
+        storage[start:end] = vectors
+        self.item_factors = storage[:end]
+        self.item_ids.extend(item_ids)
+        self.item_index.update({item: start + n for n, item in enumerate(item_ids)})
+
+    def truncate_items(self, count: int) -> None:
+        """Keeps the first `count` items: undoes appends."""
+        for item in self.item_ids[count:]:
+            del self.item_index[item]
+        del self.item_ids[count:]
+        self.item_factors = self.item_factors[:count]
+
+    def set_grams(self, item_gram: np.ndarray, user_gram: np.ndarray) -> None:
+        """Gram matrices kept up to date by the caller (online updates change few rows of many)."""
+        self._gram = item_gram
+        self.__dict__["_user_gram"] = user_gram
 
     def fold_in(self, items: Sequence[str], weights: Sequence[float]) -> np.ndarray | None:
         """A user vector from (item, weight) pairs, item factors fixed; None when no item is known."""

@@ -14,13 +14,16 @@ The buffer (oldest first) is split by time: the first part trains, the last `hol
 3. The held-out error, the mean of c * (p - x.y)^2 over the held-out pairs and a fixed sample of negatives,
    is computed with the model before and after; the caller publishes the update only if it did not get worse.
 
-The model passed in is never modified: the update works on copies, so a rejected update costs nothing.
+SGD works on copies of the rows it touches. A kept step is then written into the model passed in, and a
+rejected one is undone: at 100k users and items the factor matrices are ~40 MB, and copying them for a new
+model would cost more than the step itself. So the model after a kept step is the same object, changed; a
+caller that must keep the model as it was copies it first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -48,7 +51,7 @@ class OnlineHyperparameters:
 
 @dataclass(frozen=True)
 class OnlineStep:
-    """What one update produced: the new MF (a copy) and how it did against the one before."""
+    """What one update produced: the MF after it (the model passed in) and how it did against before."""
 
     mf: MatrixFactorisation
     error_before: float
@@ -138,7 +141,7 @@ def fold_in_many(
 def update_mf(
     mf: MatrixFactorisation, events: Sequence[Interaction], params: OnlineHyperparameters = OnlineHyperparameters()
 ) -> OnlineStep:
-    """One online update of `mf` from `events` (oldest first); `mf` itself is left unchanged."""
+    """One online update of `mf` from `events` (oldest first), written into `mf` only if it is kept."""
     ordered = sorted(events, key=lambda e: e.timestamp)
     held = max(1, round(len(ordered) * params.holdout_fraction)) if len(ordered) > 1 else 0
     train = _Pairs.of(ordered[: len(ordered) - held], mf.alpha)
@@ -146,7 +149,7 @@ def update_mf(
     heldout_from = ordered[len(ordered) - held].timestamp if held else math.inf
     with np.errstate(all="ignore"):  # a diverging step shows as a non-finite held-out error, not a warning
         step = _Update(mf, train, holdout, params).run()
-    return replace(step, heldout_from=heldout_from, tolerance=params.tolerance)
+    return replace(step, heldout_from=heldout_from)
 
 
 class _Update:
@@ -180,10 +183,14 @@ class _Update:
         error_before = self._heldout_error(mf, negatives_heldout)
 
         items_after, users_after, moved_users, moved_items = self._sgd(user_rows, item_rows, transient, new_vectors)
-        updated = self._derive(new_items, new_vectors, items_after, users_after)
-        error_after = self._heldout_error(updated, negatives_heldout)
-        return OnlineStep(
-            updated,
+        undo = self._write(new_items, new_vectors, items_after, users_after)
+        try:
+            error_after = self._heldout_error(mf, negatives_heldout)
+        except BaseException:
+            undo()
+            raise
+        step = OnlineStep(
+            mf,
             error_before,
             error_after,
             train_pairs=len(train.users),
@@ -191,7 +198,11 @@ class _Update:
             new_items=len(new_items),
             updated_users=moved_users,
             updated_items=moved_items,
+            tolerance=self.params.tolerance,
         )
+        if not step.improved:
+            undo()
+        return step
 
     def _fold_in(
         self,
@@ -293,32 +304,36 @@ class _Update:
             len(np.unique(item_rows[keep])),
         )
 
-    def _derive(
+    def _write(
         self,
         new_items: list[str],
         new_vectors: np.ndarray,
         items_after: tuple[np.ndarray, np.ndarray],
         users_after: tuple[np.ndarray, np.ndarray],
-    ) -> MatrixFactorisation:
-        """The updated model: copies of the factor matrices with the moved rows written in, Grams updated
-        by the rows that changed only (the catalogue may be large)."""
+    ) -> Callable[[], None]:
+        """Writes the step into the model: new items appended, moved rows replaced, Grams updated by the rows
+        that changed only (the catalogue may be large). Returns what undoes it."""
         mf = self.mf
-        item_factors = np.empty((self.known_items + len(new_items), mf.factors), dtype=np.float32)
-        item_factors[: self.known_items] = mf.item_factors
-        item_factors[self.known_items :] = new_vectors
         rows, vectors = items_after
         old_rows = rows[rows < self.known_items]
-        before = mf.item_factors[old_rows].astype(np.float64)
-        item_factors[rows] = vectors
-        after = item_factors[rows].astype(np.float64)  # as stored (float32); new items are all among the rows
-        item_gram = mf.item_gram - before.T @ before + after.T @ after
-        user_factors = mf.user_factors.copy()
         user_rows, user_vectors = users_after
-        before = mf.user_factors[user_rows].astype(np.float64)
-        user_factors[user_rows] = user_vectors
-        after = user_factors[user_rows].astype(np.float64)
-        user_gram = mf.user_gram - before.T @ before + after.T @ after
-        return mf.derive(new_items, item_factors, user_factors, item_gram, user_gram)
+        saved_items, saved_users = mf.item_factors[old_rows], mf.user_factors[user_rows]  # copies (fancy index)
+        item_gram, user_gram = mf.item_gram, mf.user_gram
+        mf.append_items(new_items, new_vectors)
+        mf.item_factors[rows] = vectors
+        mf.user_factors[user_rows] = user_vectors
+        before, after = saved_items.astype(np.float64), mf.item_factors[rows].astype(np.float64)  # new items too
+        new_item_gram = item_gram - before.T @ before + after.T @ after
+        before, after = saved_users.astype(np.float64), mf.user_factors[user_rows].astype(np.float64)
+        mf.set_grams(new_item_gram, user_gram - before.T @ before + after.T @ after)
+
+        def undo() -> None:
+            mf.item_factors[old_rows] = saved_items
+            mf.user_factors[user_rows] = saved_users
+            mf.truncate_items(self.known_items)
+            mf.set_grams(item_gram, user_gram)
+
+        return undo
 
     def _heldout_error(self, model: MatrixFactorisation, negatives: np.ndarray) -> float:
         """Mean of c * (p - x.y)^2 over held-out pairs and their negatives (p = 0, c = 1). A user the model
