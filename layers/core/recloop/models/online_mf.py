@@ -285,15 +285,16 @@ class _Update:
             batch_of = np.arange(len(keep)) // params.batch_size
             u, i, negs = users_local[order], pos_items[order], neg_items[epoch, order]
             batches = _BatchRows(batch_of, users=u, items=i, negatives=negs, rows=len(vectors), width=mf.factors + 1)
+            epoch_prefs, epoch_confs = prefs[order], confs[order]
             for b, start in enumerate(range(0, len(keep), params.batch_size)):
                 batch = slice(start, start + params.batch_size)
                 _sgd_step(
                     vectors,
                     *batches.of(b),
-                    size=len(order[batch]),
+                    size=min(params.batch_size, len(keep) - start),
                     negatives=params.negatives,
-                    prefs=prefs[order[batch]],
-                    confs=confs[order[batch]],
+                    prefs=epoch_prefs[batch],
+                    confs=epoch_confs[batch],
                     lr=params.learning_rate,
                     reg=self.reg,
                 )
