@@ -159,7 +159,11 @@ def test_refit_follows_a_shift_in_what_makes_an_item_relevant() -> None:
     step = refit_ranker(ranker_of(booster), queries, heldout_from=T0 + 160, decay=0.5)
     assert step is not None and step.train_queries == MAX_REFIT_QUERIES and step.heldout_queries == 40  # the latest
     assert step.ndcg_after > step.ndcg_before and step.improved
-    assert step.booster is not booster and step.booster.num_trees() == booster.num_trees()  # leaves, not trees
+    refit = RankerModel(None, trees=step.trees)  # type: ignore[arg-type]
+    assert refit.booster is not booster and refit.booster.num_trees() == booster.num_trees()  # leaves, not trees
+    rows = rng.normal(size=(50, FEATURES))
+    assert np.array_equal(refit.leaf_index(rows), booster.predict(rows, pred_leaf=True))
+    assert not np.allclose(refit.predict(rows), booster.predict(rows))
 
 
 def test_a_refit_that_ranks_the_held_out_queries_worse_is_not_kept() -> None:
@@ -286,7 +290,7 @@ def test_an_lgbm_update_refits_the_ranker_from_served_queries(ranked) -> None:
     params = online_hyperparameters(settings)
     updated = apply_update(ModelKind.LGBM, model, events, params, reversed(log))
     assert updated.refit is not None and updated.refit.train_queries >= 40
-    assert updated.model.booster is (updated.refit.booster if updated.refit.improved else model.booster)
+    assert updated.model.trees is (updated.refit.trees if updated.refit.improved else model.trees)
     assert model.booster.num_trees() == updated.model.booster.num_trees()
 
 

@@ -149,7 +149,7 @@ def apply_update(
     kind: ModelKind, model: Any, events: list[Interaction], params: Any, served_newest_first: Iterable[Any] = ()
 ) -> UpdatedModel:
     """One online step of a served model (`mf` or `lgbm`). A kept MF step is written into the model's MF
-    (recloop.models.online_mf); a refit ranker is a new booster.
+    (recloop.models.online_mf); a kept ranker refit makes a new RankerModel of the refit leaf values.
 
     `served_newest_first` is the served-feature log (recloop.feature_log.ServedFeatures), newest record
     first, for the ranker's refit; it is read only as far as the refit needs.
@@ -174,8 +174,8 @@ def apply_update(
     if len(queries):
         refit = refit_ranker(model, queries, step.heldout_from, params.refit_decay, params.tolerance)
     if refit is not None and refit.improved:
-        return UpdatedModel(RankerModel(step.mf, refit.booster, refit.trees), step, refit)
-    return UpdatedModel(RankerModel(step.mf, model.booster, model.trees), step, refit)
+        return UpdatedModel(RankerModel(step.mf, trees=refit.trees), step, refit)
+    return UpdatedModel(model, step, refit)  # the ranker as it was, its MF updated in place if the step was kept
 
 
 class OnlineLearner:

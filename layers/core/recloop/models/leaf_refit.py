@@ -74,9 +74,10 @@ class LeafTable:
     header: str  # the text before the first tree, without its `tree_sizes=` line
     tree_parts: tuple[tuple[str, str], ...]  # each tree's text before and after its leaf values
     footer: str  # "end of trees" and what follows
+    structure: Any = None  # a lightgbm.Booster with these trees, whatever its leaf values: finds rows' leaves
 
     @classmethod
-    def parse(cls, model_string: str) -> LeafTable:
+    def parse(cls, model_string: str, structure: Any = None) -> LeafTable:
         first = model_string.index("\nTree=") + 1
         end = model_string.index("end of trees")
         header, footer = model_string[:first], model_string[end:]
@@ -102,7 +103,7 @@ class LeafTable:
             table[tree, : len(tree_values)] = tree_values
         kept_header = "".join(line for line in header.splitlines(keepends=True) if not line.startswith("tree_sizes="))
         config = LambdaRankConfig.of(parameters)
-        parsed = cls(table, leaves, np.array(shrinkage), config, kept_header, tuple(parts), footer)
+        parsed = cls(table, leaves, np.array(shrinkage), config, kept_header, tuple(parts), footer, structure)
         parsed.__dict__["text"] = model_string  # the text it was read from: nothing to write
         return parsed
 
@@ -124,11 +125,6 @@ class LeafTable:
     def refit(self, leaf_index: np.ndarray, labels: np.ndarray, groups: list[int], decay: float) -> LeafTable:
         """`Booster.refit` on rows given by their leaf per tree (`pred_leaf`), labels and query sizes."""
         return replace(self, values=_LambdaRankRefit(self, leaf_index, labels, groups).run(decay))
-
-    def booster(self) -> Any:
-        import lightgbm
-
-        return lightgbm.Booster(model_str=self.text)
 
 
 def _number(value: float) -> str:

@@ -12,8 +12,7 @@ refit is kept only if that did not get worse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,13 +45,6 @@ class RefitStep:
     def improved(self) -> bool:
         """Kept only if held-out NDCG@10 did not drop beyond the tolerance (relative)."""
         return bool(np.isfinite(self.ndcg_after) and self.ndcg_after >= self.ndcg_before * (1 - self.tolerance))
-
-    @cached_property
-    def booster(self) -> Any:
-        """The refit lightgbm.Booster, built from its text when first asked for (when the refit is kept)."""
-        import lightgbm
-
-        return lightgbm.Booster(model_str=self.trees.text)
 
 
 def _subset(
@@ -100,7 +92,7 @@ def refit_ranker(
     rows, labels, groups = _subset(queries, train, REFIT_NEGATIVES)
     h_rows, h_labels, h_groups = _subset(queries, heldout, REFIT_NEGATIVES, seed=1)
     # Refitting changes leaf values only, so one pass finds every row's leaves for the refit and both judgements.
-    leaf_index = model.booster.predict(np.vstack([rows, h_rows]), pred_leaf=True, num_threads=1)
+    leaf_index = model.leaf_index(np.vstack([rows, h_rows]))
     trees = model.leaf_table()
     refitted = trees.refit(leaf_index[: len(rows)], labels, groups, decay)
     heldout_leaves = leaf_index[len(rows) :]

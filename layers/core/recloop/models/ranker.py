@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -208,21 +208,42 @@ class FeatureBuilder:
         return matrix
 
 
-@dataclass
 class RankerModel:
-    """The `lgbm` kind: MF (candidates and a feature) plus a LightGBM LambdaRank booster."""
+    """The `lgbm` kind: MF (candidates and a feature) plus a LightGBM LambdaRank booster.
 
-    mf: MatrixFactorisation
-    booster: Any  # lightgbm.Booster
-    trees: LeafTable | None = field(default=None, repr=False)  # the booster's leaf values, once parsed
+    A ranker refit online is held as its leaf values (`trees`): the update that produced it needs neither
+    its text nor a booster, so the booster is built from the text when first asked for (to serve).
+    """
+
+    def __init__(self, mf: MatrixFactorisation, booster: Any = None, trees: LeafTable | None = None) -> None:
+        if booster is None and trees is None:
+            raise ValueError("a ranker needs its booster or its leaf table")
+        self.mf = mf
+        self._booster = booster  # lightgbm.Booster
+        self.trees = trees  # the booster's leaf values, once parsed or refit
+
+    @property
+    def booster(self) -> Any:
+        if self._booster is None:
+            import lightgbm
+
+            assert self.trees is not None
+            self._booster = lightgbm.Booster(model_str=self.trees.text)
+        return self._booster
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return self.booster.predict(rows, num_threads=1)
 
+    def leaf_index(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's leaf in each tree (`pred_leaf`). Refits keep the trees' structure, so a booster of
+        any of this ranker's ancestors finds the same leaves."""
+        booster = self._booster if self._booster is not None else self.leaf_table().structure
+        return booster.predict(rows, pred_leaf=True, num_threads=1)
+
     def leaf_table(self) -> LeafTable:
         """The booster's trees as the online refit reads and rewrites them (parsed once)."""
         if self.trees is None:
-            self.trees = LeafTable.parse(self.booster.model_to_string())
+            self.trees = LeafTable.parse(self.booster.model_to_string(), structure=self.booster)
         return self.trees
 
     def to_bundle(self, metadata: ModelMetadata) -> ModelBundle:
