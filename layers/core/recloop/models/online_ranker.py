@@ -48,37 +48,41 @@ class RefitStep:
 
 
 def _subset(
-    queries: LabelledQueries, keep: list[int], negatives: int | None = None, seed: int = 0
+    queries: LabelledQueries, keep: list[int], negatives: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The kept queries' rows; with `negatives`, each query's relevant rows plus that many others at random."""
+    """The kept queries' rows: each query's relevant rows plus `negatives` of the others at random."""
     rng = np.random.default_rng(seed)
     starts = np.cumsum([0, *queries.groups])
+    relevant = queries.labels > 0
     picks = []
     for q in keep:
-        block = np.arange(starts[q], starts[q + 1])
-        if negatives is not None:
-            relevant = queries.labels[block] > 0
-            others = block[~relevant]
-            if len(others) > negatives:
-                others = np.sort(rng.choice(others, negatives, replace=False))
-            block = np.concatenate([block[relevant], others])
-        picks.append(block)
+        first = starts[q]
+        block = relevant[first : starts[q + 1]]
+        others = np.flatnonzero(~block) + first
+        if len(others) > negatives:
+            others = np.sort(others[rng.choice(len(others), negatives, replace=False)])
+        picks.append(np.concatenate([np.flatnonzero(block) + first, others]))
     index = np.concatenate(picks)
     return queries.rows[index], queries.labels[index], [len(p) for p in picks]
 
 
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int = K) -> float:
     """Mean NDCG@k over queries (binary relevance)."""
-    total, start = 0.0, 0
+    if not groups:
+        return 0.0
+    sizes = np.asarray(groups)
+    width = max(int(sizes.max()), k)
+    cells = np.flatnonzero((np.arange(width)[None, :] < sizes[:, None]).ravel())
+    grid = np.full(len(groups) * width, -np.inf)  # padding ranks below every row
+    grid[cells] = scores
+    relevance = np.zeros(len(groups) * width)
+    relevance[cells] = labels
+    grid, relevance = grid.reshape(-1, width), relevance.reshape(-1, width)
+    top = np.argsort(-grid, axis=1, kind="stable")[:, :k]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for size in groups:
-        s, rel = scores[start : start + size], labels[start : start + size]
-        start += size
-        order = np.argsort(-s, kind="stable")[:k]
-        dcg = float(np.sum(rel[order] * discounts[: len(order)]))
-        ideal = float(np.sum(discounts[: min(int(rel.sum()), k)]))
-        total += dcg / ideal if ideal else 0.0
-    return total / len(groups) if groups else 0.0
+    dcg = (np.take_along_axis(relevance, top, axis=1) * discounts).sum(axis=1)
+    ideal = np.r_[0.0, np.cumsum(discounts)][np.minimum(relevance.sum(axis=1).astype(np.int64), k)]
+    return float(np.mean(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)))
 
 
 def refit_ranker(
