@@ -230,6 +230,10 @@ def test_ndcg_of_a_perfect_and_a_reversed_ranking() -> None:
     labels = np.array([1.0, 0, 0, 0])
     assert ndcg_at_k(np.array([4.0, 3, 2, 1]), labels, [4]) == pytest.approx(1.0)
     assert ndcg_at_k(np.array([1.0, 2, 3, 4]), labels, [4]) == pytest.approx(1 / np.log2(5))
+    # Several queries: a perfect one, one with nothing relevant, one whose relevant row ranks 12th of 12.
+    scores = np.r_[4.0, 3, 2, 1, 0.5, 0.2, np.arange(12.0, 0, -1)]
+    relevance = np.r_[labels, 0, 0, np.zeros(11), 1]
+    assert ndcg_at_k(scores, relevance, [4, 2, 12]) == pytest.approx(1 / 3)
 
 
 # ---- the recommend path logs what the ranker scored; the update learns from it -----------------------------
