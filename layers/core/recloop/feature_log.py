@@ -113,8 +113,10 @@ def labelled_queries(
         later = {item for t, item in positives.get(query.user_id, ()) if query.ts <= t <= query.ts + window_seconds}
         if not later or (query.ts >= split_at and heldout >= limit):
             continue
-        relevant = np.array([item in later for item in query.items], dtype=np.float32)
-        if 0 < relevant.sum() < len(relevant):
+        hits = [n for n, item in enumerate(query.items) if item in later]
+        if 0 < len(hits) < len(query.items):
+            relevant = np.zeros(len(query.items), dtype=np.float32)
+            relevant[hits] = 1.0
             kept.append((query, relevant))
             if query.ts >= split_at:
                 heldout += 1

@@ -51,19 +51,20 @@ def _subset(
     queries: LabelledQueries, keep: list[int], negatives: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """The kept queries' rows: each query's relevant rows plus `negatives` of the others at random."""
-    rng = np.random.default_rng(seed)
-    starts = np.cumsum([0, *queries.groups])
-    relevant = queries.labels > 0
-    picks = []
-    for q in keep:
-        first = starts[q]
-        block = relevant[first : starts[q + 1]]
-        others = np.flatnonzero(~block) + first
-        if len(others) > negatives:
-            others = np.sort(others[rng.choice(len(others), negatives, replace=False)])
-        picks.append(np.concatenate([np.flatnonzero(block) + first, others]))
-    index = np.concatenate(picks)
-    return queries.rows[index], queries.labels[index], [len(p) for p in picks]
+    sizes = np.asarray(queries.groups)[keep]
+    starts = np.r_[0, np.cumsum(queries.groups)][keep]
+    owner = np.repeat(np.arange(len(keep)), sizes)
+    rows = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+    relevant = queries.labels[rows] > 0
+    # Within each query: relevant rows first, then the others in a random order, of which the first are kept.
+    key = np.where(relevant, -1.0, np.random.default_rng(seed).random(len(rows)))
+    order = np.lexsort((key, owner))
+    position = np.arange(len(rows)) - np.repeat(np.r_[0, np.cumsum(sizes)[:-1]], sizes)
+    wanted = np.bincount(owner, relevant, len(keep)).astype(np.int64) + negatives
+    chosen = order[position < wanted[owner]]
+    chosen = chosen[np.lexsort((chosen, ~relevant[chosen], owner[chosen]))]  # relevant first; each in row order
+    picked = rows[chosen]
+    return queries.rows[picked], queries.labels[picked], np.bincount(owner[chosen], minlength=len(keep)).tolist()
 
 
 def ndcg_at_k(scores: np.ndarray, labels: np.ndarray, groups: list[int], k: int = K) -> float:
