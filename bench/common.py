@@ -56,6 +56,26 @@ def summary(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
+def cpu_reference_ms(repeat: int = 15) -> float:
+    """Median time of a fixed workload of many small numpy operations, the kind the online update runs.
+
+    These machines are shared: the same code runs up to half again slower at busy times. Timings divided by
+    this figure, measured in the same run, compare across runs.
+    """
+    rng = np.random.default_rng(0)
+    matrix, index = rng.normal(size=(2000, 48)), rng.integers(0, 2000, 256)
+    grid = rng.normal(size=(150, 12))
+
+    def workload() -> None:
+        for _ in range(100):
+            rows = matrix[index]
+            np.einsum("ij,ij->i", rows, rows)
+            np.bincount(index, rows[:, 0], 2000)
+            np.argsort(grid, axis=1, kind="stable")
+
+    return statistics.median(timings_ms(lambda _: workload(), repeat, warmup=2))
+
+
 def zipf_items(rng: np.random.Generator, catalogue: int, size: int, exponent: float = 1.1) -> np.ndarray:
     """Item indices with a long-tailed popularity, as real catalogues have."""
     ranks = np.arange(1, catalogue + 1, dtype=np.float64)

@@ -2,8 +2,9 @@
 
 - `update`: one online step of a full buffer (ONLINE_LEARNING_BUFFER_SIZE events, default 1000) on an MF
   champion of the given catalogue size: the guide's budget is 100 ms. Measured on `recloop.online.apply_update`
-  (grow, SGD, held-out check), each repeat on a fresh buffer of long-tailed synthetic events with 10% new
-  items and 30% users unknown to the model.
+  (grow, SGD, held-out check, the step written into the model or undone), each repeat on a fresh buffer of
+  long-tailed synthetic events with 10% new items and 30% users unknown to the model, the model as the kept
+  steps before it left it.
 - `update_lgbm`: the same for an `lgbm` champion (120 trees), with its ranker's leaves refit on 600 served
   queries (60 logged candidates each) labelled by the buffer.
 - `update_with_publication`: the whole `OnlineLearner.update()` of the OnlineUpdateFunction on real Redis
@@ -13,6 +14,9 @@
   append in real Redis), in records per second: with the archive written to moto's S3 in process (whose
   emulation costs more CPU than everything else), and with an S3 client that accepts each put at once, which
   is RecLoop's own cost per record (on AWS, add one PUT round trip per 10 records: they run 10 at a time).
+
+`cpu_reference_ms` times a fixed numpy workload before and after (bench.common.cpu_reference_ms): these
+machines are shared, and it shows how fast this one ran.
 
 Usage: python -m bench.online_update [--catalogues 10000,100000] [--users 100000] [--repeat 30]
 """
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.__main__ import EVENT_TYPES, T0, configure
-from bench.common import log, redis_server, summary, zipf_items
+from bench.common import cpu_reference_ms, log, redis_server, summary, zipf_items
 
 FACTORS = 48
 
@@ -272,6 +276,7 @@ def main() -> None:
     args = parser.parse_args()
     catalogues = [int(c) for c in args.catalogues.split(",")]
     report: dict[str, Any] = {"python": sys.version.split()[0], "update": [], "update_with_publication": []}
+    report["cpu_reference_ms"] = {"before": round(cpu_reference_ms(), 3)}
     with redis_server() as url:
         configure(url)
         for catalogue in catalogues:
@@ -288,6 +293,7 @@ def main() -> None:
             "with_moto_s3": bench_kinesis_batches(url, args.batches),
             "archive_writes_free": bench_kinesis_batches(url, args.batches, s3_kind="accepting"),
         }
+    report["cpu_reference_ms"]["after"] = round(cpu_reference_ms(), 3)
     worst = max(u["step"]["p99_ms"] for u in report["update"])
     report["targets_met"] = {
         "online_update_1000_events_p99_le_100ms": worst <= 100.0,
