@@ -52,14 +52,13 @@ def _subset(
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """The kept queries' rows: each query's relevant rows plus `negatives` of the others at random."""
     sizes = np.asarray(queries.groups)[keep]
-    starts = np.r_[0, np.cumsum(queries.groups)][keep]
     owner = np.repeat(np.arange(len(keep)), sizes)
-    rows = np.repeat(starts - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+    position = np.arange(int(sizes.sum())) - np.repeat(np.r_[0, np.cumsum(sizes)[:-1]], sizes)  # within its query
+    rows = np.r_[0, np.cumsum(queries.groups)][keep][owner] + position
     relevant = queries.labels[rows] > 0
     # Within each query: relevant rows first, then the others in a random order, of which the first are kept.
     key = np.where(relevant, -1.0, np.random.default_rng(seed).random(len(rows)))
     order = np.lexsort((key, owner))
-    position = np.arange(len(rows)) - np.repeat(np.r_[0, np.cumsum(sizes)[:-1]], sizes)
     wanted = np.bincount(owner, relevant, len(keep)).astype(np.int64) + negatives
     chosen = order[position < wanted[owner]]
     chosen = chosen[np.lexsort((chosen, ~relevant[chosen], owner[chosen]))]  # relevant first; each in row order
