@@ -274,6 +274,31 @@ def test_redis_failing_mid_update_loses_no_event(redis_client, registry, monkeyp
     assert learner.update().outcome is UpdateOutcome.PUBLISHED  # the retry uses the same events
 
 
+def test_an_update_whose_publication_fails_starts_over_from_the_champion(redis_client, registry, monkeypatch) -> None:
+    """The step was written into the learner's copy of the champion: the retry must not learn on top of it."""
+    champion(registry)
+    fill_buffer(redis_client, stream_with_new_item(40))
+    learner = learner_for(redis_client, registry)
+    registered: list[ModelMetadata] = []
+    register = registry.register
+
+    def s3_fails_after_register(bundle: Any) -> Any:
+        registered.append(bundle.metadata)
+        register(bundle)
+        raise ConnectionError("S3 went away")
+
+    monkeypatch.setattr(registry, "register", s3_fails_after_register)
+    with pytest.raises(ConnectionError):
+        learner.update()
+    monkeypatch.undo()
+    assert registry.champion(use_cache=False).version == "mf-online-test-0" and redis_client.llen(BUFFER_KEY) == 60
+
+    retried = learner.update()
+    assert retried.outcome is UpdateOutcome.PUBLISHED and retried.from_version == "mf-online-test-0"
+    assert retried.error_before == pytest.approx(registered[0].metrics["online_error_before"], abs=1e-6)
+    assert retried.error_after == pytest.approx(registered[0].metrics["online_error_after"], abs=1e-6)
+
+
 def test_without_a_trainable_champion_the_buffer_drains(redis_client, registry) -> None:
     fill_buffer(redis_client, stream_with_new_item(40))
     learner = learner_for(redis_client, registry)
