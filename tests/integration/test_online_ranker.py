@@ -164,6 +164,8 @@ def test_refit_follows_a_shift_in_what_makes_an_item_relevant() -> None:
     rows = rng.normal(size=(50, FEATURES))
     assert np.array_equal(refit.leaf_index(rows), booster.predict(rows, pred_leaf=True))
     assert not np.allclose(refit.predict(rows), booster.predict(rows))
+    from_text = RankerModel(None, trees=LeafTable.parse(step.trees.text))  # type: ignore[arg-type]
+    assert np.array_equal(from_text.leaf_index(rows), booster.predict(rows, pred_leaf=True))
 
 
 def test_a_refit_that_ranks_the_held_out_queries_worse_is_not_kept() -> None:

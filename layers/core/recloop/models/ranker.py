@@ -238,7 +238,7 @@ class RankerModel:
         """Each row's leaf in each tree (`pred_leaf`). Refits keep the trees' structure, so a booster of
         any of this ranker's ancestors finds the same leaves."""
         booster = self._booster if self._booster is not None else self.leaf_table().structure
-        return booster.predict(rows, pred_leaf=True, num_threads=1)
+        return (booster if booster is not None else self.booster).predict(rows, pred_leaf=True, num_threads=1)
 
     def leaf_table(self) -> LeafTable:
         """The booster's trees as the online refit reads and rewrites them (parsed once)."""
