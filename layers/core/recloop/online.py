@@ -206,6 +206,11 @@ class OnlineLearner:
             raise UpdateRunningError("an online update is already running")
         try:
             result = self._update()
+        except BaseException:
+            # A kept MF step is written into the cached champion: after a failure anywhere past it (the ranker,
+            # the served log, publication), reload the champion rather than learn on top of an unpublished step.
+            self._loaded = None
+            raise
         finally:
             self._release(keys=[LOCK_KEY], args=[token])
         self._record(result)
@@ -245,11 +250,7 @@ class OnlineLearner:
             ranker_updated=bool(refit and refit.improved),
         )
         if updated.improved:
-            try:
-                result.to_version = self._publish(metadata, updated.model, events, result)
-            except BaseException:
-                self._loaded = None  # the step was written into the cached champion: reload it next time
-                raise
+            result.to_version = self._publish(metadata, updated.model, events, result)
             result.outcome = UpdateOutcome.PUBLISHED
             self._loaded = (result.to_version, updated.model)
         else:

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 EPSILON = 1e-15  # LightGBM's kEpsilon, the initial hessian sum of a leaf
-SIGMOID_LIMIT = 50.0  # LightGBM's sigmoid table spans delta * sigmoid in [-25, 25]; beyond, its ends
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,6 @@ class LambdaRankConfig:
     def of(cls, parameters: dict[str, str]) -> LambdaRankConfig:
         if float(parameters.get("path_smooth", "0") or 0) > 0:
             raise ValueError("refitting a ranker trained with path_smooth is not supported")
-        if parameters.get("linear_tree", "0") not in ("0", "false", ""):
-            raise ValueError("refitting a ranker with linear trees is not supported")
         gain = parameters.get("label_gain", "")
         return cls(
             sigmoid=float(parameters.get("sigmoid", 1.0)),
@@ -71,7 +68,7 @@ class LeafTable:
     leaves: np.ndarray  # (trees,) leaves per tree
     shrinkage: np.ndarray  # (trees,)
     config: LambdaRankConfig
-    header: str  # the text before the first tree, without its `tree_sizes=` line
+    header: tuple[str, str]  # the text before the first tree, before and after its `tree_sizes=` line
     tree_parts: tuple[tuple[str, str], ...]  # each tree's text before and after its leaf values
     footer: str  # "end of trees" and what follows
     structure: Any = None  # a lightgbm.Booster with these trees, whatever its leaf values: finds rows' leaves
@@ -101,9 +98,10 @@ class LeafTable:
         table = np.zeros((len(values), int(leaves.max(initial=1))))
         for tree, tree_values in enumerate(values):
             table[tree, : len(tree_values)] = tree_values
-        kept_header = "".join(line for line in header.splitlines(keepends=True) if not line.startswith("tree_sizes="))
+        sizes_start, sizes_stop = _line_value(header, "tree_sizes")
+        around_sizes = (header[: sizes_start - len("tree_sizes=")], header[sizes_stop + 1 :])
         config = LambdaRankConfig.of(parameters)
-        parsed = cls(table, leaves, np.array(shrinkage), config, kept_header, tuple(parts), footer, structure)
+        parsed = cls(table, leaves, np.array(shrinkage), config, around_sizes, tuple(parts), footer, structure)
         parsed.__dict__["text"] = model_string  # the text it was read from: nothing to write
         return parsed
 
@@ -115,8 +113,7 @@ class LeafTable:
             for tree, (before, after) in enumerate(self.tree_parts)
         ]
         sizes = "tree_sizes=" + " ".join(str(len(tree.encode())) for tree in trees) + "\n"
-        blank = self.header.rindex("\n", 0, len(self.header) - 1) + 1  # tree_sizes was the header's last line
-        return self.header[:blank] + sizes + self.header[blank:] + "".join(trees) + self.footer
+        return self.header[0] + sizes + self.header[1] + "".join(trees) + self.footer
 
     def scores(self, leaf_index: np.ndarray) -> np.ndarray:
         """Raw scores of rows from their leaf per tree (`pred_leaf`): what `Booster.predict` returns."""
@@ -133,7 +130,7 @@ def _number(value: float) -> str:
 
 
 def _line_value(block: str, key: str) -> tuple[int, int]:
-    """Where the value of the tree text's `key=` line starts and ends."""
+    """Where the value of the model text's `key=` line starts and ends."""
     start = block.index(f"\n{key}=") + len(key) + 2
     return start, block.index("\n", start)
 
@@ -200,7 +197,6 @@ class _LambdaRankRefit:
         refit = decay * table.values
         step_scale = (1.0 - decay) * table.shrinkage
         leaf_values = np.zeros(leaves + 1)
-        rank = None
         for tree in range(refit.shape[0]):
             order = (np.argsort(-scores.reshape(self.shape), axis=1, kind="stable") + self.base).ravel()
             discount[order] = self.position_discount
