@@ -46,7 +46,7 @@ def raw_redis_round_trip(client: Any, repeat: int) -> dict[str, float]:
 
 def seed(store: Any, catalogue: int, interactions: int, users: int, seed_value: int = 7) -> list[Any]:
     """Long-tailed synthetic traffic over the catalogue, applied through the real feature path."""
-    from recloop.interactions import InteractionIn
+    from recloop.handlers.http.schemas import InteractionIn
 
     rng = np.random.default_rng(seed_value)
     items = zipf_items(rng, catalogue, interactions)
@@ -75,13 +75,13 @@ RANKER_TRAINING_EVENTS = 40_000
 
 def bench_lgbm_recommend(store: Any, settings: Any, events: list[Any], users: int, repeat: int) -> dict[str, Any]:
     """Recommend with an `lgbm` champion: MF over the whole catalogue, the ranker re-ranking ~300 candidates."""
+    from recloop.learning.training import RankerHyperparameters, train_ranker
     from recloop.models.bundle import ModelBundle, ModelKind, ModelMetadata
     from recloop.models.loading import load_model
     from recloop.models.mf import MFHyperparameters, train_mf
     from recloop.models.ranker import RankerModel
-    from recloop.recommender import Recommender
-    from recloop.serving import TrainedModel
-    from recloop.training import RankerHyperparameters, train_ranker
+    from recloop.serving.champion import TrainedModel
+    from recloop.serving.recommender import Recommender
 
     started = time.perf_counter()
     mf = train_mf(events, MFHyperparameters())
@@ -106,7 +106,7 @@ def bench_lgbm_recommend(store: Any, settings: Any, events: list[Any], users: in
 
 
 def bench_feature_updates(store: Any, repeat: int) -> dict[str, Any]:
-    from recloop.interactions import InteractionIn
+    from recloop.handlers.http.schemas import InteractionIn
 
     rng = np.random.default_rng(11)
     users, items = rng.integers(0, 20_000, size=repeat + 100), rng.integers(0, 100_000, size=repeat + 100)
@@ -139,7 +139,7 @@ def bench_event_handler(repeat: int) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from tests.conftest import ApiClient
+    from local.inprocess import ApiClient
 
     # The handler prints Powertools' metric records (EMF) to stdout; keep stdout for the JSON report.
     with mock_aws(), contextlib.redirect_stdout(io.StringIO()):
@@ -206,10 +206,10 @@ def main() -> None:
     report: dict[str, Any] = {"python": sys.version.split()[0], "machine": os.uname().machine, "cores": os.cpu_count()}
     with redis_server() as url:
         configure(url)
-        from recloop.features import FeatureStore
-        from recloop.recommender import Recommender
-        from recloop.settings import Settings
-        from recloop.store import connect
+        from recloop.adapters.redis import connect
+        from recloop.core.settings import Settings
+        from recloop.features.store import FeatureStore
+        from recloop.serving.recommender import Recommender
 
         settings = Settings.from_env()
         client = connect(settings)

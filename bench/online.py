@@ -13,10 +13,10 @@ from collections import Counter
 from typing import Any
 
 from bench.trained import StaticModel
-from recloop.interactions import Interaction
+from recloop.core.events import Interaction
+from recloop.learning.online.update import apply_update, online_hyperparameters
 from recloop.models.bundle import ModelKind
-from recloop.online import apply_update, online_hyperparameters
-from recloop.serving import TrainedModel
+from recloop.serving.champion import TrainedModel
 
 
 class OnlineLearning(StaticModel):

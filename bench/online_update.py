@@ -53,7 +53,7 @@ def synthetic_mf(catalogue: int, users: int, seed: int = 3) -> Any:
 
 
 def buffer_events(rng: np.random.Generator, catalogue: int, users: int, size: int, start: float) -> list[Any]:
-    from recloop.interactions import InteractionIn
+    from recloop.handlers.http.schemas import InteractionIn
 
     items = zipf_items(rng, catalogue, size)
     who = rng.integers(0, users, size=size)
@@ -72,9 +72,9 @@ def buffer_events(rng: np.random.Generator, catalogue: int, users: int, size: in
 
 
 def bench_update(catalogue: int, users: int, buffer: int, repeat: int) -> dict[str, Any]:
+    from recloop.core.settings import Settings
+    from recloop.learning.online.update import apply_update, online_hyperparameters
     from recloop.models.bundle import ModelKind
-    from recloop.online import apply_update, online_hyperparameters
-    from recloop.settings import Settings
 
     params = online_hyperparameters(Settings.from_env({}))
     mf = synthetic_mf(catalogue, users)
@@ -104,8 +104,8 @@ def synthetic_ranker(mf: Any, seed: int = 4) -> Any:
     """An `lgbm` champion's parts: the MF and a LambdaRank booster of the product's size (120 trees)."""
     import lightgbm
 
+    from recloop.learning.training import RankerHyperparameters
     from recloop.models.ranker import FEATURE_NAMES, RankerModel
-    from recloop.training import RankerHyperparameters
 
     params = RankerHyperparameters()
     rng = np.random.default_rng(seed)
@@ -122,8 +122,8 @@ def synthetic_ranker(mf: Any, seed: int = 4) -> Any:
 
 def served_log(rng: np.random.Generator, events: list[Any], queries: int) -> list[Any]:
     """Served-feature records for users of the buffer, each followed by a positive on one logged item."""
-    from recloop.feature_log import LOGGED_RANDOM, LOGGED_TOP, ServedFeatures
     from recloop.models.ranker import FEATURE_NAMES
+    from recloop.serving.served_log import LOGGED_RANDOM, LOGGED_TOP, ServedFeatures
 
     positives = [e for e in events if e.event_type.value in ("like", "purchase")]
     log = []
@@ -136,9 +136,9 @@ def served_log(rng: np.random.Generator, events: list[Any], queries: int) -> lis
 
 
 def bench_lgbm_update(catalogue: int, users: int, queries: int, repeat: int) -> dict[str, Any]:
+    from recloop.core.settings import Settings
+    from recloop.learning.online.update import apply_update, online_hyperparameters
     from recloop.models.bundle import ModelKind
-    from recloop.online import apply_update, online_hyperparameters
-    from recloop.settings import Settings
 
     params = online_hyperparameters(Settings.from_env({}))
     model = synthetic_ranker(synthetic_mf(catalogue, users))
@@ -167,10 +167,12 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
     import redis
     from moto import mock_aws
 
+    from recloop.adapters.objects import ObjectStore
+    from recloop.adapters.redis import Keys
+    from recloop.core.settings import Settings
+    from recloop.learning.online.learner import OnlineLearner
     from recloop.models.bundle import ModelKind, ModelMetadata
-    from recloop.online import BUFFER_KEY, OnlineLearner
-    from recloop.registry import ModelRegistry
-    from recloop.settings import Settings
+    from recloop.registry.model_registry import ModelRegistry
 
     settings = Settings.from_env({"REDIS_URL": redis_url})
     client = redis.Redis.from_url(redis_url)
@@ -180,7 +182,7 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="recloop-bench")
-        registry = ModelRegistry(s3, "recloop-bench", client)
+        registry = ModelRegistry(ObjectStore(s3, "recloop-bench"), client)
         registry.register(
             synthetic_mf(catalogue, users).to_bundle(ModelMetadata(version="mf-bench-0", kind=ModelKind.MF))
         )
@@ -188,7 +190,7 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
         learner = OnlineLearner(client, registry, settings)
         for n in range(repeat):
             for event in buffer_events(rng, catalogue, users, settings.online_learning_buffer_size, T0 + n * 1000):
-                client.rpush(BUFFER_KEY, event.to_record())
+                client.rpush(Keys.ONLINE_BUFFER, event.to_record())
             started = time.perf_counter()
             result = learner.update()
             samples.append((time.perf_counter() - started) * 1000)
@@ -226,10 +228,11 @@ def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100, s
     import boto3
     from moto import mock_aws
 
-    from recloop.features import FeatureStore
-    from recloop.settings import Settings
-    from recloop.store import connect
-    from recloop.stream import DeadLetters, StreamConsumer, process_kinesis_batch
+    from recloop.adapters.redis import connect
+    from recloop.core.settings import Settings
+    from recloop.features.store import FeatureStore
+    from recloop.handlers.stream import process_kinesis_batch
+    from recloop.ingest.consumer import DeadLetters, StreamConsumer
 
     settings = Settings.from_env({"REDIS_URL": redis_url})
     client = connect(settings)

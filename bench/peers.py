@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from recloop.interactions import EVENT_WEIGHTS, EventType, Interaction
+from recloop.core.events import EVENT_WEIGHTS, EventType, Interaction
 
 ALS_FACTORS = 64
 ALS_ITERATIONS = 15

@@ -51,20 +51,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.common import log, redis_server, summary
-from recloop.evaluation import POSITIVE_EVENTS
-from recloop.features import FeatureStore
-from recloop.interactions import EventType, Interaction, InteractionIn
-from recloop.recommender import (
-    PopularityCache,
-    PopularityScorer,
-    PopularitySource,
-    Recommender,
-    TrendingScorer,
-    UserContext,
-)
-from recloop.settings import Settings
-from recloop.store import RedisClient, connect
-from recloop.training import MOVIETWEETINGS_EVENTS
+from recloop.adapters.redis import RedisClient, connect
+from recloop.core.events import POSITIVE_EVENTS, EventType, Interaction
+from recloop.core.settings import Settings
+from recloop.features.store import FeatureStore
+from recloop.handlers.http.schemas import InteractionIn
+from recloop.learning.datasets import MOVIETWEETINGS_EVENTS
+from recloop.serving.context import UserContext
+from recloop.serving.recommender import Recommender
+from recloop.serving.scorers import PopularityScorer, TrendingScorer
+from recloop.serving.sources import PopularityCache, PopularitySource
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"

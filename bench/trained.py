@@ -12,12 +12,12 @@ from collections import Counter
 from typing import Any
 
 from bench.replay import FeatureStoreSystem, ReplayContext
-from recloop.interactions import Interaction
+from recloop.core.events import Interaction
+from recloop.learning.training import RankerHyperparameters, train_ranker
 from recloop.models.bundle import ModelKind
 from recloop.models.mf import MFHyperparameters, train_mf
-from recloop.recommender import Recommendation, Recommender
-from recloop.serving import TrainedModel
-from recloop.training import RankerHyperparameters, train_ranker
+from recloop.serving.champion import TrainedModel
+from recloop.serving.recommender import Recommendation, Recommender
 
 
 class StaticModel(FeatureStoreSystem):

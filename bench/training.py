@@ -24,7 +24,7 @@ T0 = 1_780_000_000.0
 
 
 def synthetic_events(interactions: int, users: int, items: int, seed: int = 5) -> list:
-    from recloop.interactions import EventType, Interaction
+    from recloop.core.events import EventType, Interaction
 
     rng = np.random.default_rng(seed)
     groups = 50
@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     args = parser.parse_args()
 
+    from recloop.core.settings import Settings
+    from recloop.learning.training import RankerHyperparameters, train_ranker
     from recloop.models.mf import MFHyperparameters
-    from recloop.settings import Settings
-    from recloop.training import RankerHyperparameters, train_ranker
 
     started = time.perf_counter()
     events = synthetic_events(args.interactions, args.users, args.items)

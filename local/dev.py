@@ -14,7 +14,9 @@ import threading
 import urllib.request
 from typing import Any
 
-from local.runtime import DEV, AlreadyRunningError, down, log, running
+from local.processes import log
+from local.runtime import AlreadyRunningError, down, running
+from local.services import DEV
 
 CATEGORIES = ["Drama", "Comedy", "Action", "Documentary", "Horror", "Romance", "Sci-Fi", "Animation"]
 DEMO_ITEMS = 240

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
-EVENTS_DIR = ROOT / "events"
-TEST_BUCKET = "recloop-test-bucket"
-TEST_STREAM = "recloop-test-stream"
-REGION = "us-east-1"
+from local.inprocess import ApiClient, LambdaContext, load_function  # noqa: F401  (fixtures' helpers)
+from tests.support.environment import EVENTS_DIR, REGION, ROOT, TEST_BUCKET, TEST_STREAM  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -65,11 +58,11 @@ def env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    from recloop.services import reset_services
+    from recloop.container import reset_container
 
-    reset_services()
+    reset_container()
     yield values
-    reset_services()
+    reset_container()
 
 
 @pytest.fixture
@@ -83,72 +76,6 @@ def aws(env: dict[str, str]) -> Iterator[dict[str, Any]]:
         kinesis = boto3.client("kinesis", region_name=REGION)
         kinesis.create_stream(StreamName=TEST_STREAM, ShardCount=1)
         yield {"s3": s3, "kinesis": kinesis}
-
-
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py as its own module (every handler file is called app.py)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"recloop_fn_{name}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class LambdaContext:
-    function_name = "recloop-test"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recloop-test"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-
-class ApiClient:
-    """Calls handlers in-process with API Gateway proxy events built from the samples in events/."""
-
-    def __init__(self) -> None:
-        self.functions = {name: load_function(name) for name in ("event", "recommend", "ops")}
-        self.template = json.loads((EVENTS_DIR / "event_post.json").read_text())
-
-    def request(
-        self,
-        function: str,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        raw_body: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        event = json.loads(json.dumps(self.template))
-        event.update(
-            httpMethod=method,
-            path=path,
-            resource=path,
-            isBase64Encoded=False,
-            pathParameters=None,
-            queryStringParameters=None,
-            multiValueQueryStringParameters=None,
-        )
-        event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/v1{path}")
-        event["body"] = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
-        event["headers"] = {"Content-Type": "application/json", **(headers or {})}
-        event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
-        response = self.functions[function].lambda_handler(event, LambdaContext())
-        payload = response["body"]
-        if response.get("headers", {}).get("Content-Type", "").startswith("application/json") or (
-            payload and payload[:1] in "{["
-        ):
-            payload = json.loads(payload)
-        return response["statusCode"], payload
-
-    def post_event(self, **body: Any) -> tuple[int, Any]:
-        return self.request("event", "POST", "/api/v1/event", body)
-
-    def recommend(self, user_id: str, n: int = 10, **extra: Any) -> tuple[int, Any]:
-        return self.request(
-            "recommend", "POST", "/api/v1/recommend", {"user_id": user_id, "num_recommendations": n, **extra}
-        )
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from local.runtime import E2E, RunningStack, boto_client, running
+from local.runtime import RunningStack, running
+from local.services import E2E, boto_client
 
 
 class Http:

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from local.runtime import E2E, RunningStack
+from recloop.adapters.objects import ObjectStore
 from recloop.models.bundle import ModelKind, ModelMetadata
-from recloop.registry import ModelRegistry
+from recloop.registry.model_registry import ModelRegistry
 from tests.e2e.conftest import Http, carries, dead_letters
-from tests.integration.test_online_learning import stream_with_new_item, trained
+from tests.support.learning import stream_with_new_item, trained
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +54,7 @@ def empty_registry_after(stack: RunningStack, aws: Any) -> Iterator[None]:
 
 def promote_champion(stack: RunningStack, aws: Any, stack_redis: Any) -> tuple[ModelRegistry, str]:
     """A small MF model (two groups of users with their own items) registered in the stack's bucket as champion."""
-    registry = ModelRegistry(aws("s3"), stack.outputs["BucketName"], stack_redis)
+    registry = ModelRegistry(ObjectStore(aws("s3"), stack.outputs["BucketName"]), stack_redis)
     mf, history = trained()
     version = f"mf-e2e-{uuid.uuid4().hex[:8]}"
     metadata = ModelMetadata(version=version, kind=ModelKind.MF)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recloop.core.errors import ConflictError
+
 BUNDLE_FORMAT = 1
 METADATA_FILE = "metadata.json"
 
@@ -20,8 +22,11 @@ class ModelKind(StrEnum):
     LGBM = "lgbm"
 
 
-class CorruptModelError(ValueError):
-    """A stored version is missing files, fails its checksums or cannot be loaded."""
+class CorruptModelError(ConflictError, ValueError):
+    """A stored version is missing files, fails its checksums or cannot be loaded: it can never serve."""
+
+    code = "model_not_servable"
+    hint = "refused, the champion is unchanged"
 
 
 class DataWindow(BaseModel):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recloop.interactions import Interaction
+from recloop.core.events import Interaction
 from recloop.models.bundle import ModelBundle, ModelKind, ModelMetadata
 from recloop.models.loading import register_loader
 

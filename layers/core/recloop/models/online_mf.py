@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from recloop.interactions import Interaction
+from recloop.core.events import Interaction
 from recloop.models.mf import MatrixFactorisation
 
 # Groups of at most this many rows are folded in through the Woodbury identity (fold_in_many).

@@ -2,7 +2,7 @@
 
 The trees' structure stays; each leaf's value becomes `decay * old + (1 - decay) * fitted on new data`
 (`Booster.refit`), so the ranker follows slow shifts in how features relate to relevance (popularity levels,
-item ages, activity) without a retrain. Queries come from the served-feature log (`recloop.feature_log`):
+item ages, activity) without a retrain. Queries come from the served-feature log (`recloop.serving.served_log`):
 features as they were when each recommendation was served, labelled by what the user did next.
 
 The queries served from the buffer's held-out part judge the refit by NDCG@10 of their relevant items; the
@@ -12,11 +12,11 @@ refit is kept only if that did not get worse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recloop.feature_log import LabelledQueries
+from recloop.core.events import K
 from recloop.models.leaf_refit import LeafTable
 
 if TYPE_CHECKING:
@@ -24,12 +24,22 @@ if TYPE_CHECKING:
 
 MIN_TRAIN_QUERIES = 20
 MIN_HELDOUT_QUERIES = 5
-K = 10
 # The refit's cost grows with rows x trees (leaf predictions, LambdaRank gradients): it uses the most recent
 # queries, each with its relevant rows and a sample of the others, as training does; as many held-out queries
 # at most, sampled the same way (the same rows judge the ranker before and after).
 MAX_REFIT_QUERIES = 150
 REFIT_NEGATIVES = 9
+
+
+@dataclass(frozen=True)
+class LabelledQueries:
+    rows: Any  # np.ndarray
+    labels: Any  # np.ndarray, 1 for an item the user then had a positive event with, else 0
+    groups: list[int]  # rows per query, in order
+    times: list[float]  # when each query was served
+
+    def __len__(self) -> int:
+        return len(self.groups)
 
 
 @dataclass(frozen=True)

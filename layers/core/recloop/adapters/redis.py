@@ -1,0 +1,104 @@
+"""Redis connection and the key layout: every Redis key of the system is named here, and only here.
+
+Keys are Redis-Cluster safe: everything about one user shares the hash tag ``{u:<id>}``, everything
+about one item shares ``{i:<id>}``. Operations that span users, items and global keys are pipelined
+(redis-py splits a cluster pipeline per node), never one cross-slot script.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from recloop.core.settings import Settings
+
+RedisClient = Any  # redis.Redis or redis.cluster.RedisCluster; both expose the commands used here.
+# What a Redis call raises when the server cannot be reached or answers with an error (OSError: a socket that failed
+# before redis-py could wrap it).
+RedisError = redis.RedisError
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+def connect(settings: Settings) -> RedisClient:
+    if not settings.redis_url:
+        raise redis.ConnectionError("REDIS_URL is not set")
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_timeout_seconds,
+        "decode_responses": True,
+        "health_check_interval": 30,
+        # RESP2: redis-py 8 converts every RESP3 sorted-set score back to the RESP2 shape in Python, which
+        # dominated recommend latency (hundreds of neighbour scores per request).
+        "protocol": 2,
+    }
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+class Keys:
+    """The names of every key RecLoop writes."""
+
+    # Global (one slot each; small and hot).
+    POPULARITY = "recloop:pop"
+    CATALOG = "recloop:catalog"
+    DECAY = "recloop:decay"
+    COUNTERS = "recloop:counters"
+    LATENCY_ENDPOINTS = "recloop:lat:endpoints"
+    # The registry's champion pointer, cached for a few seconds (S3 holds the truth).
+    CHAMPION_CACHE = "recloop:champion"
+    # What recommend instances last reported serving, and why a champion failed to load.
+    MODEL_STATUS = "recloop:model:status"
+    # Online learning: the buffer, its lock and its statistics share the {olb} slot (one script may touch them).
+    ONLINE_BUFFER = "{olb}:buffer"
+    ONLINE_LOCK = "{olb}:lock"
+    ONLINE_STATS = "{olb}:stats"
+    # The ranker's served-feature log (recloop.serving.served_log).
+    SERVED_FEATURES = "{olr}:served"
+
+    @staticmethod
+    def online_buffer_seen(shard_id: str, sequence_number: str) -> str:
+        """Claimed when a stream record enters the online-learning buffer, so a redelivery is buffered once."""
+        return f"{{olb}}:seen:{shard_id}:{sequence_number}"
+
+    @staticmethod
+    def trending(generation: int) -> str:
+        """Sorted set of decayed trending scores of one generation (recloop.features.trending.TrendingRanking)."""
+        return f"recloop:trend:{generation}"
+
+    @staticmethod
+    def user_features(user_id: str) -> str:
+        return f"{{u:{user_id}}}:f"
+
+    @staticmethod
+    def user_items(user_id: str) -> str:
+        """Hash item -> cumulative event weight: what the user has seen, liked or disliked."""
+        return f"{{u:{user_id}}}:items"
+
+    @staticmethod
+    def user_recent(user_id: str) -> str:
+        """List of ``item|event_type|timestamp``, newest first, capped."""
+        return f"{{u:{user_id}}}:recent"
+
+    @staticmethod
+    def user_event_seen(user_id: str, event_id: str) -> str:
+        return f"{{u:{user_id}}}:ev:{event_id}"
+
+    @staticmethod
+    def recommendation_log(user_id: str, recommendation_id: str) -> str:
+        return f"{{u:{user_id}}}:rec:{recommendation_id}"
+
+    @staticmethod
+    def item_features(item_id: str) -> str:
+        return f"{{i:{item_id}}}:f"
+
+    @staticmethod
+    def item_cooccurrence(item_id: str) -> str:
+        """Sorted set of items co-engaged with this one, decay-scaled scores."""
+        return f"{{i:{item_id}}}:co"
+
+    @staticmethod
+    def metrics_latency(endpoint: str, minute: int) -> str:
+        return f"recloop:lat:{endpoint}:{minute}"

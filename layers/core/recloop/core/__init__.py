@@ -1,0 +1,3 @@
+"""What every capability shares: settings, interaction events and their weights, domain errors.
+
+Imports nothing of recloop."""

@@ -1,0 +1,111 @@
+"""Model registry routes: list versions, read one, promote one to champion, roll the champion back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from pydantic import BaseModel, ConfigDict, Field
+
+from recloop.adapters.aws import aws_errors
+from recloop.container import get_container
+from recloop.handlers.errors import ApiError
+from recloop.models.bundle import ModelMetadata
+from recloop.registry.champion import ChampionPointer
+from recloop.registry.model_registry import ModelRegistry
+
+router = Router()
+logger = Logger(child=True)
+
+TAGS = ["models"]
+MAX_REASON_LENGTH = 500
+
+
+class ModelVersionOut(ModelMetadata):
+    is_champion: bool = False
+
+
+class ModelsOut(BaseModel):
+    champion: ChampionPointer | None
+    count: int
+    models: list[ModelVersionOut] = Field(description="registered versions, newest first")
+
+
+class ChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, min_length=1, max_length=MAX_REASON_LENGTH)
+
+
+class ChampionChangeOut(BaseModel):
+    status: Literal["promoted", "already_champion", "rolled_back"]
+    champion: ChampionPointer
+
+
+def get_registry() -> ModelRegistry:
+    return get_container().registry
+
+
+@contextmanager
+def registry_errors() -> Iterator[None]:
+    """S3 unreachable while reading or changing the registry: 503 (the registry's own refusals are domain errors,
+    answered by the resolver)."""
+    try:
+        yield
+    except aws_errors() as exc:
+        logger.exception("model registry unavailable")
+        raise ApiError(503, "registry_unavailable", "the model registry did not answer; retry later") from exc
+
+
+def _reason(body: ChangeIn | None, default: str) -> str:
+    return body.reason if body is not None and body.reason else default
+
+
+@router.get("/api/v1/mlops/models", summary="Registered model versions and the champion", tags=TAGS)
+def list_models() -> ModelsOut:
+    registry = get_registry()
+    with registry_errors():
+        champion = registry.champion(use_cache=False)
+        versions = registry.list_versions()
+    current = champion.version if champion else None
+    models = [ModelVersionOut(**m.model_dump(), is_champion=m.version == current) for m in versions]
+    return ModelsOut(champion=champion, count=len(models), models=models)
+
+
+@router.get("/api/v1/mlops/models/<version>", summary="Metadata of one model version", tags=TAGS)
+def get_model(version: str) -> ModelVersionOut:
+    registry = get_registry()
+    with registry_errors():
+        metadata = registry.get(version)
+        champion = registry.champion(use_cache=False)
+    return ModelVersionOut(**metadata.model_dump(), is_champion=champion is not None and champion.version == version)
+
+
+@router.post(
+    "/api/v1/mlops/models/rollback",
+    summary="Point the champion back at the previous version",
+    tags=TAGS,
+)
+def rollback_model(body: Annotated[ChangeIn | None, Body()] = None) -> ChampionChangeOut:
+    registry = get_registry()
+    with registry_errors():
+        pointer = registry.rollback(_reason(body, "manual rollback via API"))
+    return ChampionChangeOut(status="rolled_back", champion=pointer)
+
+
+@router.post(
+    "/api/v1/mlops/models/<version>/promote",
+    summary="Make a version the champion (refused if it cannot load)",
+    tags=TAGS,
+)
+def promote_model(version: str, body: Annotated[ChangeIn | None, Body()] = None) -> ChampionChangeOut:
+    registry = get_registry()
+    with registry_errors():
+        before = registry.champion(use_cache=False)
+        pointer = registry.promote(version, _reason(body, "manual promotion via API"))
+    unchanged = before is not None and before.version == version
+    return ChampionChangeOut(status="already_champion" if unchanged else "promoted", champion=pointer)

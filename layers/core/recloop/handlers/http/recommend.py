@@ -1,0 +1,51 @@
+"""The recommendation route."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.metrics import MetricUnit
+from redis import RedisError
+
+from recloop.container import get_container
+from recloop.handlers.errors import ApiError
+from recloop.handlers.http.schemas import RecommendedItem, RecommendIn, RecommendOut
+from recloop.serving.recommender import Recommendation
+
+router = Router()
+metrics = Metrics()
+logger = Logger(child=True)
+
+
+@router.post("/api/v1/recommend", summary="Top items for a user", tags=["recommendations"])
+def post_recommend(request: RecommendIn) -> RecommendOut:
+    recommender = get_container().recommender
+    try:
+        result = recommender.recommend(
+            request.user_id,
+            request.num_recommendations,
+            exclude=request.exclude_item_ids,
+            categories=request.categories,
+        )
+    except (RedisError, OSError) as exc:
+        logger.warning("feature store unavailable; serving last known popular items", extra={"error": repr(exc)})
+        fallback = recommender.degraded_recommendation(
+            request.user_id, request.num_recommendations, request.exclude_item_ids
+        )
+        if fallback is None:
+            raise ApiError(503, "feature_store_unavailable", "no recommendation could be made; retry later") from exc
+        result = fallback
+    if result.cold_start:
+        metrics.add_metric(name="ColdStartRecommendations", unit=MetricUnit.Count, value=1)
+    return to_response(result)
+
+
+def to_response(result: Recommendation) -> RecommendOut:
+    return RecommendOut(
+        recommendation_id=result.recommendation_id,
+        user_id=result.user_id,
+        items=[RecommendedItem(item_id=i.item_id, score=i.score, rank=i.rank) for i in result.items],
+        model_version=result.model_version,
+        cold_start=result.cold_start,
+        degraded=result.degraded,
+    )

@@ -1,0 +1,72 @@
+"""TrainFunction: train a candidate on the event archive, compare it with the champion, register, maybe promote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from recloop.container import get_container
+from recloop.learning.datasets import load_archive
+from recloop.learning.training import train_candidate
+from recloop.models.bundle import ModelKind
+
+logger = Logger(service="recloop-train")
+
+MIN_TRAINING_EVENTS = 100
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ModelKind = ModelKind.LGBM
+    events_prefix: str = "events/"
+    holdout_fraction: float = Field(0.1, gt=0, le=0.5)
+    promote_if_better: bool = True
+    min_improvement: float = Field(0.0, ge=0, description="HR@10 the candidate must gain over the champion")
+    reason: str = "retrain"
+
+
+@logger.inject_lambda_context
+def handle_train(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from recloop.registry.versions import new_version_id
+
+    request = TrainRequest.model_validate(event or {})
+    services = get_container()
+    registry = services.registry
+    events = load_archive(services.objects, request.events_prefix)
+    if len(events) < MIN_TRAINING_EVENTS:
+        raise ValueError(
+            f"only {len(events)} archived events under {request.events_prefix}; need {MIN_TRAINING_EVENTS}"
+        )
+    pointer = registry.champion(use_cache=False)
+    champion = registry.load(pointer.version) if pointer else None
+    result = train_candidate(
+        request.kind,
+        events,
+        services.settings,
+        new_version_id(request.kind),
+        holdout_fraction=request.holdout_fraction,
+        champion=champion,
+        parent_version=pointer.version if pointer else None,
+    )
+    version = result.bundle.metadata.version
+    registry.register(result.bundle)
+    candidate_hr = result.candidate_metrics["hr_at_10"]
+    champion_hr = result.champion_metrics["hr_at_10"] if result.champion_metrics else None
+    better = champion_hr is None or candidate_hr >= champion_hr + request.min_improvement
+    promoted = better and request.promote_if_better
+    if promoted:
+        registry.promote(version, reason=f"{request.reason}: holdout HR@10 {candidate_hr:.4f} vs {champion_hr}")
+    outcome = {
+        "version": version,
+        "kind": request.kind.value,
+        "interactions": len(events),
+        "candidate": result.candidate_metrics,
+        "champion": result.champion_metrics,
+        "champion_version": pointer.version if pointer else None,
+        "promoted": promoted,
+    }
+    logger.info("training finished", extra=outcome)
+    return outcome

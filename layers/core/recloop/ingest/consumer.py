@@ -1,0 +1,121 @@
+"""The stream consumer's per-record work: archive, apply features once, buffer for online learning.
+
+Every step is idempotent, so a redelivered Kinesis batch changes nothing the second time:
+- the archive key is derived from shard and sequence number, written only if absent;
+- features are applied through the event-id claim (the event path may already have applied them);
+- the online-learning buffer takes a record only after claiming its sequence number.
+A record that is not a valid interaction fails alone with its reason.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+
+from pydantic import ValidationError
+
+from recloop.adapters.objects import ObjectStore
+from recloop.adapters.queues import Queue
+from recloop.core.events import Interaction
+from recloop.features.store import FeatureStore
+from recloop.learning.online.buffer import OnlineBuffer
+
+ARCHIVE_PREFIX = "events/"
+# Concurrent archive writes per batch: botocore's default connection pool holds 10.
+ARCHIVE_CONCURRENCY = 10
+
+
+class PoisonRecordError(ValueError):
+    """A stream record that can never be processed: it goes to the on-failure destination with this reason."""
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    shard_id: str
+    sequence_number: str
+    data: bytes
+
+    @cached_property  # archive_many and process both need it: validated once
+    def interaction(self) -> Interaction:
+        try:
+            return Interaction.model_validate_json(self.data)
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+            raise PoisonRecordError(f"not an interaction ({reasons})") from exc
+
+
+def archive_key(shard_id: str, sequence_number: str, timestamp: float) -> str:
+    day = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+    return f"{ARCHIVE_PREFIX}dt={day}/{shard_id}-{sequence_number}.jsonl"
+
+
+class StreamConsumer:
+    def __init__(self, store: FeatureStore, objects: ObjectStore, buffer: OnlineBuffer) -> None:
+        self.store = store
+        self.objects = objects
+        self.buffer = buffer
+
+    def process(self, record: StreamRecord, *, archive: bool = True) -> Interaction:
+        """Archive (unless `archive_many` did), apply and buffer one record; PoisonRecordError for one to set aside."""
+        event = record.interaction
+        if archive:
+            self._archive(record, event)
+        self.store.apply(event)  # a no-op when the event path already applied it
+        self.buffer.append_once(record.shard_id, record.sequence_number, event)
+        return event
+
+    def archive_many(self, records: Sequence[StreamRecord]) -> dict[str, Exception]:
+        """Archive a batch's records concurrently (one S3 round trip each would dominate the batch's time);
+        returns the failures by sequence number. Records that are not interactions are left to `process`."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        parsed = []
+        for record in records:
+            try:
+                parsed.append((record, record.interaction))
+            except PoisonRecordError:
+                continue
+        failures: dict[str, Exception] = {}
+
+        def archive(pair: tuple[StreamRecord, Interaction]) -> None:
+            try:
+                self._archive(*pair)
+            except Exception as exc:  # reported per record: the record fails for retry
+                failures[pair[0].sequence_number] = exc
+
+        if len(parsed) == 1:
+            archive(parsed[0])
+        elif parsed:
+            with ThreadPoolExecutor(max_workers=min(ARCHIVE_CONCURRENCY, len(parsed))) as pool:
+                list(pool.map(archive, parsed))
+        return failures
+
+    def _archive(self, record: StreamRecord, event: Interaction) -> None:
+        key = archive_key(record.shard_id, record.sequence_number, event.timestamp)
+        # Already archived (a redelivery) is success; anything else fails the record for retry.
+        self.objects.put_if_absent(key, event.to_record() + b"\n", "application/x-ndjson")
+
+    def buffer_size(self) -> int:
+        return self.buffer.size()
+
+
+class DeadLetters:
+    """Records set aside for good (the on-failure queue), each with the reason it could not be processed."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    def send(self, record: StreamRecord, reason: str) -> None:
+        self.queue.send(
+            {
+                "reason": reason,
+                "shard_id": record.shard_id,
+                "sequence_number": record.sequence_number,
+                "data_base64": base64.b64encode(record.data).decode(),
+            }
+        )
+
+

@@ -1,0 +1,75 @@
+"""Event ingestion: the stream first, then the real-time features.
+
+Order matters for durability. An event is written to Kinesis before any feature is touched: if the
+stream refuses it, the client gets 503 and nothing was written anywhere, so a retry is clean. Once
+the stream holds it, the event is durable; the features are then updated at once. Should Redis
+fail after the stream accepted the event, the answer says ``features_updated: false`` and the
+stream consumer applies the same event later. Feature updates claim the event id first, so an
+event applied twice (by this path and by the consumer, or by a client retry) counts once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aws_lambda_powertools import Logger
+
+from recloop.adapters.redis import REDIS_ERRORS
+from recloop.adapters.stream import StreamUnavailableError
+from recloop.core.events import Interaction
+from recloop.features.store import FeatureStore
+
+logger = Logger(child=True)
+
+
+class EventStream(Protocol):
+    def put(self, events: Sequence[Interaction]) -> list[str | None]:
+        """Write events; one entry per event: None when stored, else the reason it was not."""
+        ...
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event: Interaction
+    error: str | None = None  # set when the event was not accepted
+    features_updated: bool = False
+    duplicate: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None
+
+
+class IngestService:
+    def __init__(self, store: FeatureStore, stream: EventStream) -> None:
+        self.store = store
+        self.stream = stream
+
+    def ingest(self, events: Sequence[Interaction]) -> list[IngestResult]:
+        """Stream, then features. Raises StreamUnavailableError if the stream took none of them."""
+        errors = self.stream.put(events)
+        if events and all(errors):
+            raise StreamUnavailableError(errors[0] or "stream refused every event")
+        stored = [event for event, error in zip(events, errors, strict=True) if error is None]
+        try:
+            fresh = dict(zip((e.event_id for e in stored), self.store.apply_many(stored), strict=True))
+            features_updated = True
+        except REDIS_ERRORS as exc:
+            logger.warning("feature update deferred to the stream consumer", extra={"error": repr(exc)})
+            fresh, features_updated = {}, False
+        return [
+            IngestResult(
+                event=event,
+                error=error,
+                features_updated=features_updated and error is None,
+                duplicate=error is None and features_updated and not fresh.get(event.event_id, True),
+            )
+            for event, error in zip(events, errors, strict=True)
+        ]
+
+
+def received_now() -> float:
+    return round(time.time(), 3)

@@ -1,0 +1,1 @@
+"""Learning: datasets, the replay harness, training and online learning."""

@@ -1,0 +1,1 @@
+"""Online learning: buffered mini-batch updates of the champion, checkpoints, publication or rollback."""

@@ -1,0 +1,40 @@
+"""One online update at a time, across every function instance: a Redis lock with an owner token."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from recloop.adapters.redis import Keys, RedisClient
+from recloop.learning.online.errors import UpdateRunningError
+
+# Longer than any update: the lock outlives a crashed holder by this much at most.
+LOCK_SECONDS = 300
+# Release the lock only if this holder still owns it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class UpdateLock:
+    def __init__(self, redis_client: RedisClient) -> None:
+        self.redis = redis_client
+        self._release = redis_client.register_script(RELEASE_LOCK)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for the block (UpdateRunningError if another holder has it)."""
+        token = secrets.token_hex(8)
+        if not self.redis.set(Keys.ONLINE_LOCK, token, nx=True, ex=LOCK_SECONDS):
+            raise UpdateRunningError("an online update is already running")
+        try:
+            yield
+        finally:
+            self._release(keys=[Keys.ONLINE_LOCK], args=[token])
+
+    def is_held(self) -> bool:
+        return bool(self.redis.exists(Keys.ONLINE_LOCK))

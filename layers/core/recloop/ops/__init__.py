@@ -1,0 +1,1 @@
+"""Operations: latency and counter metrics shared across instances, dependency health."""

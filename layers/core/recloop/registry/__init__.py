@@ -1,0 +1,1 @@
+"""The model registry: immutable versions in S3 and the champion pointer."""

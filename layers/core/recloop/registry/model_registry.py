@@ -1,0 +1,71 @@
+"""The model registry as the rest of the system uses it: versions, the champion, and its history, over one bucket.
+
+Every change of champion first loads the version exactly as serving will (`load_model`), so a version that cannot
+serve never takes over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recloop.adapters.objects import ObjectStore
+from recloop.adapters.redis import RedisClient
+from recloop.models.bundle import ModelBundle, ModelMetadata
+from recloop.models.loading import load_model
+from recloop.registry.champion import Champion, ChampionPointer, PointerCache
+from recloop.registry.errors import VersionInUseError
+from recloop.registry.history import ChampionHistory
+from recloop.registry.versions import ModelVersions
+
+
+class ModelRegistry:
+    def __init__(
+        self, objects: ObjectStore, redis_client: RedisClient | None = None, pointer_cache_seconds: float = 5.0
+    ) -> None:
+        self.objects = objects
+        self.versions = ModelVersions(objects)
+        self.history_log = ChampionHistory(objects)
+        self.champion_pointer = Champion(
+            objects, self._load_servable, PointerCache(redis_client, pointer_cache_seconds), self.history_log
+        )
+
+    def _load_servable(self, version: str) -> ModelBundle:
+        bundle = self.versions.load(version)
+        load_model(bundle)  # exactly what serving will do with it
+        return bundle
+
+    # Versions.
+    def register(self, bundle: ModelBundle) -> ModelMetadata:
+        return self.versions.register(bundle)
+
+    def exists(self, version: str) -> bool:
+        return self.versions.exists(version)
+
+    def get(self, version: str) -> ModelMetadata:
+        return self.versions.get(version)
+
+    def list_versions(self) -> list[ModelMetadata]:
+        return self.versions.list_versions()
+
+    def load(self, version: str) -> ModelBundle:
+        return self.versions.load(version)
+
+    def delete(self, version: str) -> None:
+        """Remove a version that is neither the champion nor the one a rollback would return to."""
+        pointer, _ = self.champion_pointer.read()
+        if pointer is not None and version in (pointer.version, pointer.previous_version):
+            raise VersionInUseError(version)
+        self.versions.delete(version)
+
+    # The champion.
+    def champion(self, *, use_cache: bool = True) -> ChampionPointer | None:
+        return self.champion_pointer.current(use_cache=use_cache)
+
+    def promote(self, version: str, reason: str = "") -> ChampionPointer:
+        return self.champion_pointer.promote(version, reason)
+
+    def rollback(self, reason: str = "") -> ChampionPointer:
+        return self.champion_pointer.rollback(reason)
+
+    def history(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.history_log.recent(limit)

@@ -1,0 +1,1 @@
+"""Recommendations: candidate sources, scorers, the champion a Lambda instance serves, and the served-feature log."""

@@ -1,0 +1,200 @@
+"""The replay benchmark (bench.replay): its protocol, over a real Redis, on small logs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.replay import (
+    CONFIGS,
+    FeatureStoreSystem,
+    Judgement,
+    ProtocolViolationError,
+    load_events_csv,
+    rating_event,
+    replay_config,
+)
+from recloop.core.events import EventType
+
+ROOT = Path(__file__).resolve().parents[2]
+MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
+T0 = 1_700_000_000
+
+
+def write_csv(path: Path, rows: list[tuple[str, str, str, float]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "item_id", "event_type", "timestamp"])
+        writer.writerows(rows)
+    return path
+
+
+# Warm-up (first 6): X is by far the most popular item, u has seen X.
+# Stream (last 6): u buys X (seen before, so excluded: a miss however popular X is), u buys Y (rank 1
+# once X is excluded), v likes Y (X is rank 1, Y rank 2), w is new and likes W (nobody saw W: a miss).
+HAND_MADE = [
+    ("a", "X", "purchase", T0 + 1),
+    ("b", "X", "purchase", T0 + 2),
+    ("c", "X", "purchase", T0 + 3),
+    ("a", "Y", "click", T0 + 4),
+    ("b", "Y", "click", T0 + 5),
+    ("u", "X", "view", T0 + 6),
+    ("u", "X", "purchase", T0 + 7),
+    ("u", "Y", "purchase", T0 + 8),
+    ("v", "Z", "view", T0 + 9),
+    ("v", "Y", "like", T0 + 10),
+    ("n", "X", "dislike", T0 + 11),
+    ("w", "W", "like", T0 + 12),
+]
+
+
+def clustered_rows(seed: int = 7) -> list[tuple[str, str, str, float]]:
+    """20 users engage with items a0-a14, 20 with b0-b14: a global ranking mixes both clusters."""
+    rng = random.Random(seed)
+    users = [(cluster, f"u{cluster}{n}") for cluster in "ab" for n in range(20)]
+    kinds = ["view", "click", "click", "like", "like", "purchase", "dislike"]
+    rows = []
+    for _ in range(8):
+        for cluster, user in users:
+            rows.append((user, f"{cluster}{rng.randrange(15)}", rng.choice(kinds)))
+    rng.shuffle(rows)
+    # Listed out of time order on purpose (the loader sorts), with some equal timestamps.
+    return [(user, item, kind, T0 + 60 * (n // 2)) for n, (user, item, kind) in reversed(list(enumerate(rows)))]
+
+
+def test_ratings_map_to_event_types() -> None:
+    assert [rating_event(r) for r in range(11)] == [
+        *[EventType.DISLIKE] * 3,
+        *[EventType.VIEW] * 2,
+        *[EventType.CLICK] * 2,
+        *[EventType.LIKE] * 2,
+        *[EventType.PURCHASE] * 2,
+    ]
+
+
+def test_loader_sorts_by_time_stably_and_limits(tmp_path: Path) -> None:
+    rows = [("u1", "i1", "view", T0 + 5), ("u2", "i2", "click", T0 + 1), ("u3", "i3", "like", T0 + 1)]
+    events = load_events_csv(write_csv(tmp_path / "e.csv", rows)).events
+    assert [e.user_id for e in events] == ["u2", "u3", "u1"]
+    assert len({e.event_id for e in events}) == 3
+    assert [e.user_id for e in load_events_csv(tmp_path / "e.csv", limit=2).events] == ["u2", "u3"]
+
+
+def test_hits_exclude_seen_items_and_ndcg_is_one_at_rank_one(tmp_path: Path, redis_url: str) -> None:
+    events = load_events_csv(write_csv(tmp_path / "hand.csv", HAND_MADE)).events
+    trace: list[Judgement] = []
+    result = replay_config("popularity", events, redis_url, trace=trace)
+
+    assert [(j.user_id, j.item_id, j.known_user, j.rank) for j in trace] == [
+        ("u", "X", True, None),
+        ("u", "Y", True, 1),
+        ("v", "Y", True, 2),
+        ("w", "W", False, None),
+    ]
+    assert trace[0].recommended == ("Y",)  # X, the most popular, was excluded: u had viewed it
+    assert trace[2].recommended == ("X", "Y")  # v's own Z excluded
+    assert result["positives_evaluated"] == 4
+    assert result["positives_known_users"] == 3
+    assert result["hr_at_10"] == 0.5
+    assert result["ndcg_at_10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 4, abs=1e-6)
+    assert result["hr_at_10_known_users"] == pytest.approx(2 / 3, abs=1e-6)
+    assert result["ndcg_at_10_known_users"] == pytest.approx((1.0 + 1 / math.log2(3)) / 3, abs=1e-6)
+
+
+def test_ndcg_is_one_when_every_hit_is_at_rank_one(tmp_path: Path, redis_url: str) -> None:
+    rows = [("a", "X", "purchase", T0 + 1), ("b", "X", "like", T0 + 2)]
+    result = replay_config("popularity", load_events_csv(write_csv(tmp_path / "one.csv", rows)).events, redis_url)
+    assert (result["hr_at_10"], result["ndcg_at_10"], result["positives_evaluated"]) == (1.0, 1.0, 1)
+    assert result["positives_known_users"] == 0
+    assert result["hr_at_10_known_users"] is None
+
+
+def test_counts_and_realtime_beats_popularity_on_clusters(tmp_path: Path, redis_url: str) -> None:
+    events = load_events_csv(write_csv(tmp_path / "clusters.csv", clustered_rows())).events
+    split = len(events) // 2
+    seen_users = {e.user_id for e in events[:split]}
+    positives = known = 0
+    for event in events[split:]:
+        if event.event_type in (EventType.LIKE, EventType.PURCHASE):
+            positives += 1
+            known += event.user_id in seen_users
+        seen_users.add(event.user_id)
+
+    results = {name: replay_config(name, events, redis_url) for name in ("popularity", "realtime", "implicit_als")}
+    for result in results.values():
+        assert result["positives_evaluated"] == positives
+        assert result["positives_known_users"] == known
+    assert positives > 50
+    assert results["realtime"]["hr_at_10"] > results["popularity"]["hr_at_10"] + 0.1
+    assert results["realtime"]["ndcg_at_10"] > results["popularity"]["ndcg_at_10"]
+    assert results["realtime"]["details"]["requests_by_model"]["cooccurrence"] > 0
+
+
+class RepeatsHistory(FeatureStoreSystem):
+    """A broken configuration: recommends what the user already had."""
+
+    def recommend(self, user_id: str, k: int, now: float) -> list[str]:
+        return list(self.context.store.user_profile(user_id).history)[:k]
+
+
+def test_a_config_recommending_seen_items_is_stopped(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(CONFIGS, "repeats_history", RepeatsHistory)
+    events = load_events_csv(write_csv(tmp_path / "hand.csv", HAND_MADE)).events
+    with pytest.raises(ProtocolViolationError, match="already seen"):
+        replay_config("repeats_history", events, redis_url)
+
+
+def test_movietweetings_first_3000_events(redis_url: str) -> None:
+    # The shared data lives beside the checkout (../shared), in CI as in development.
+    assert (MOVIETWEETINGS / "SHA256SUMS").exists(), f"shared data not present at {MOVIETWEETINGS}"
+    for line in (MOVIETWEETINGS / "SHA256SUMS").read_text().split("\n"):
+        if line.strip():
+            expected, name = line.split()
+            assert hashlib.sha256((MOVIETWEETINGS / name).read_bytes()).hexdigest() == expected, name
+
+    configs = ["popularity", "trending", "realtime", "implicit_als"]
+    command = [sys.executable, "-m", "bench.replay", "--movietweetings", str(MOVIETWEETINGS), "--limit", "3000"]
+    command += [arg for name in configs for arg in ("--config", name)] + ["--json"]
+    done = subprocess.run(
+        command,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    dataset = report["dataset"]
+    assert dataset["events"] == 3000
+    assert dataset["warmup_events"] == dataset["stream_events"] == 1500
+    assert "ratings.dat" in dataset["sha256_verified"]
+    assert sum(dataset["event_types"].values()) == 3000
+    assert list(report["configs"]) == configs
+    for result in report["configs"].values():
+        for name in ("hr_at_10", "ndcg_at_10", "hr_at_10_known_users", "ndcg_at_10_known_users"):
+            assert 0.0 <= result[name] <= 1.0, name
+        assert result["ndcg_at_10"] <= result["hr_at_10"]
+        assert result["positives_evaluated"] == dataset["stream_positives"] > 0
+        assert result["positives_known_users"] == dataset["stream_positives_known_users"] > 0
+        assert result["wall_seconds"] > 0
+        assert result["hr_at_10"] <= dataset["hr_at_10_upper_bound"]
+    # `trending` ranks for everyone what the recommender serves a cold user: the same hits on their positives.
+    cold = dataset["stream_positives"] - dataset["stream_positives_known_users"]
+    served = report["configs"]["realtime"]["details"]["requests_by_model"]
+    assert served["trending"] == cold > 0
+    cold_hits = {name: r["hits"] - r["hits_known_users"] for name, r in report["configs"].items()}
+    assert cold_hits["trending"] == cold_hits["realtime"] > 0
