@@ -20,7 +20,7 @@ help:
 	@echo "make down   stop what 'make dev' started (from another shell)"
 	@echo "make test   install what is needed and run every test"
 	@echo "make unit   fast tests only (no sam build)"
-	@echo "make lint   ruff, sam validate --lint, cfn-lint"
+	@echo "make lint   ruff, lint-imports (layering), sam validate --lint, cfn-lint"
 	@echo "make bench  latency benchmarks, JSON on stdout"
 	@echo "make bench-replay    replay benchmark on the shared MovieTweetings data (HR@10, NDCG@10)"
 	@echo "make bench-training  lgbm training time on 1M synthetic interactions"
@@ -48,6 +48,7 @@ down:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(SAM) validate --lint
 	$(SAM) validate --region us-east-1
 	$(VENV)/bin/cfn-lint template.yaml

@@ -18,26 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import log, redis_server, summary, timings_ms, zipf_items
+from bench.common import EVENT_TYPES, T0, configure, log, redis_server, summary, timings_ms, zipf_items
 
 ROOT = Path(__file__).resolve().parents[1]
-T0 = 1_780_000_000.0
-EVENT_TYPES = ["view", "view", "view", "click", "click", "like", "purchase", "dislike"]
-
-
-def configure(redis_url: str) -> None:
-    os.environ.update(
-        REDIS_URL=redis_url,
-        BUCKET_NAME="recloop-bench",
-        STREAM_NAME="recloop-bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_NAMESPACE="RecLoop",
-        POWERTOOLS_LOG_LEVEL="ERROR",
-    )
 
 
 def raw_redis_round_trip(client: Any, repeat: int) -> dict[str, float]:

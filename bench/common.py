@@ -1,4 +1,4 @@
-"""What every benchmark needs: a real Redis, timing statistics, synthetic interactions."""
+"""What every benchmark needs: a real Redis, its environment, timing statistics, synthetic interactions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+
+# Synthetic traffic: event types drawn with these frequencies, timestamps counted from T0 (a recent time, so the
+# live API's bounds on timestamps accept them).
+EVENT_TYPES = ["view", "view", "view", "click", "click", "like", "purchase", "dislike"]
+T0 = 1_780_000_000.0
 
 
 def log(message: str) -> None:
@@ -32,6 +37,22 @@ def redis_server() -> Iterator[str]:
             yield f"unix://{server.socket_file}"
         finally:
             server.shutdown()
+
+
+def configure(redis_url: str) -> None:
+    """The environment a deployed function sees, pointing at the benchmark's Redis (AWS calls stay local)."""
+    os.environ.update(
+        REDIS_URL=redis_url,
+        BUCKET_NAME="recloop-bench",
+        STREAM_NAME="recloop-bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="RecLoop",
+        POWERTOOLS_LOG_LEVEL="ERROR",
+    )
 
 
 def timings_ms(operation: Callable[[int], Any], repeat: int, warmup: int = 50) -> list[float]:

@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.__main__ import EVENT_TYPES, T0, configure
-from bench.common import cpu_reference_ms, log, redis_server, summary, zipf_items
+from bench.common import EVENT_TYPES, T0, configure, cpu_reference_ms, log, redis_server, summary, zipf_items
 
 FACTORS = 48
 
@@ -228,11 +227,14 @@ def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100, s
     import boto3
     from moto import mock_aws
 
+    from recloop.adapters.objects import ObjectStore
+    from recloop.adapters.queues import Queue
     from recloop.adapters.redis import connect
     from recloop.core.settings import Settings
     from recloop.features.store import FeatureStore
     from recloop.handlers.stream import process_kinesis_batch
     from recloop.ingest.consumer import DeadLetters, StreamConsumer
+    from recloop.learning.online.buffer import OnlineBuffer
 
     settings = Settings.from_env({"REDIS_URL": redis_url})
     client = connect(settings)
@@ -246,8 +248,8 @@ def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100, s
             s3 = AcceptingS3()
         sqs = boto3.client("sqs", region_name="us-east-1")
         queue = sqs.create_queue(QueueName="recloop-bench-dlq")["QueueUrl"]
-        consumer = StreamConsumer(FeatureStore(client, settings), s3, "recloop-bench")
-        dead_letters = DeadLetters(sqs, queue)
+        consumer = StreamConsumer(FeatureStore(client, settings), ObjectStore(s3, "recloop-bench"), OnlineBuffer(client))
+        dead_letters = DeadLetters(Queue(sqs, queue))
         seconds = []
         for b in range(batches):
             chunk = events[b * batch_size : (b + 1) * batch_size]

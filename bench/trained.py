@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.replay import FeatureStoreSystem, ReplayContext
 from recloop.core.events import Interaction
+from recloop.learning.evaluation import FeatureStoreSystem, ReplayContext
 from recloop.learning.training import RankerHyperparameters, train_ranker
 from recloop.models.bundle import ModelKind
 from recloop.models.mf import MFHyperparameters, train_mf

@@ -17,10 +17,7 @@ import time
 
 import numpy as np
 
-from bench.common import log, zipf_items
-
-EVENT_TYPES = ["view", "view", "view", "click", "click", "like", "purchase", "dislike"]
-T0 = 1_780_000_000.0
+from bench.common import EVENT_TYPES, T0, log, zipf_items
 
 
 def synthetic_events(interactions: int, users: int, items: int, seed: int = 5) -> list:

@@ -386,7 +386,7 @@ def test_import_check_fails_for_a_package_missing_a_module(
     broken = tmp_path / recommend.code_dir.name
     shutil.copytree(recommend.code_dir, broken)
     (broken / "app.py").write_text(
-        "from recloop.settings import get_settings\n"
+        "from recloop.core.settings import get_settings\n"
         "import recloop_module_that_was_never_packaged  # noqa: F401\n"
         "lambda_handler = get_settings\n"
     )

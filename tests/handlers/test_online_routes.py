@@ -202,9 +202,7 @@ def test_rollback_refusals_keep_the_champion(ops: ApiClient, online_update: Any,
     champion(registry, CHAMPION)
     if request_body is not None:  # a checkpoint record naming a version that is no longer registered
         gone = Checkpoint(version="mf-deleted", created_at="2026-11-27T00:00:00+00:00", reason="test")
-        registry.s3.put_object(
-            Bucket=TEST_BUCKET, Key=f"{CHECKPOINTS_PREFIX}mf-deleted.json", Body=gone.model_dump_json().encode()
-        )
+        registry.objects.put(f"{CHECKPOINTS_PREFIX}mf-deleted.json", gone.model_dump_json().encode())
     queue_function_reply(online_update({"action": "rollback", **(request_body or {})}))
 
     code, body = ops.request("ops", "POST", ROLLBACK, request_body)

@@ -161,7 +161,7 @@ def test_a_bug_in_the_update_never_blocks_the_shard(handler, aws, redis_client, 
     def bug(*_: Any, **__: Any) -> None:
         raise ValueError("operands could not be broadcast together")
 
-    monkeypatch.setattr("recloop.online.apply_update", bug)
+    monkeypatch.setattr("recloop.learning.online.learner.apply_update", bug)
     reply = handler(kinesis_batch(records(stream_with_new_item(40))))
 
     assert reply == {"batchItemFailures": []}  # the records were processed; the update is logged as failed
@@ -226,6 +226,7 @@ def test_rollback_refusals_are_replies_naming_the_reason(handler, registry, aws)
     champion(registry, CHAMPION)
     assert handler({"action": "rollback"}) == {
         "status": "refused",
+        "status_code": 409,
         "error": "no_previous_checkpoint",
         "message": "no checkpoint other than the champion to roll back to",
     }

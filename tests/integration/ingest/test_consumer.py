@@ -6,12 +6,15 @@ import json
 import pytest
 import redis
 
+from recloop.adapters.objects import ObjectStore
+from recloop.adapters.queues import Queue
 from recloop.adapters.redis import Keys
 from recloop.core.settings import Settings
 from recloop.features.store import FeatureStore
 from recloop.handlers.http.schemas import InteractionIn
 from recloop.handlers.stream import process_kinesis_batch
 from recloop.ingest.consumer import DeadLetters, PoisonRecordError, StreamConsumer, StreamRecord, archive_key
+from recloop.learning.online.buffer import OnlineBuffer
 from tests.support.environment import TEST_BUCKET
 from tests.support.stream import kinesis_batch
 
@@ -25,7 +28,11 @@ def record(seq: str, user: str = "u1", item: str = "i1", kind: str = "like", eve
 
 @pytest.fixture
 def consumer(aws, redis_client: redis.Redis) -> StreamConsumer:
-    return StreamConsumer(FeatureStore(redis_client, Settings.from_env({})), aws["s3"], TEST_BUCKET)
+    return StreamConsumer(
+        FeatureStore(redis_client, Settings.from_env({})),
+        ObjectStore(aws["s3"], TEST_BUCKET),
+        OnlineBuffer(redis_client),
+    )
 
 
 def archived(aws) -> dict[str, bytes]:
@@ -91,7 +98,7 @@ def dead_letters(aws):
     import boto3
 
     sqs = boto3.client("sqs", region_name="us-east-1")
-    return DeadLetters(sqs, sqs.create_queue(QueueName="recloop-test-dlq")["QueueUrl"])
+    return DeadLetters(Queue(sqs, sqs.create_queue(QueueName="recloop-test-dlq")["QueueUrl"]))
 
 
 def test_a_poison_record_goes_to_the_dead_letters_and_the_rest_is_processed(consumer, dead_letters, aws) -> None:
@@ -99,7 +106,7 @@ def test_a_poison_record_goes_to_the_dead_letters_and_the_rest_is_processed(cons
     reply = process_kinesis_batch(kinesis_batch([record("601"), poison, record("603")]), consumer, dead_letters)
     assert reply == {"batchItemFailures": []}  # the poison record does not block the shard
     assert len(archived(aws)) == 2 and consumer.buffer_size() == 2
-    (message,) = dead_letters.sqs.receive_message(QueueUrl=dead_letters.queue_url)["Messages"]
+    (message,) = dead_letters.queue.sqs.receive_message(QueueUrl=dead_letters.queue.queue_url)["Messages"]
     body = json.loads(message["Body"])
     assert body["sequence_number"] == "602" and "item_id" in body["reason"]
     assert base64.b64decode(body["data_base64"]) == poison.data
@@ -112,7 +119,7 @@ def test_a_passing_failure_is_reported_for_retry_and_loses_nothing(consumer, dea
     monkeypatch.setattr(consumer.store, "apply", redis_down)
     reply = process_kinesis_batch(kinesis_batch([record("701")]), consumer, dead_letters)
     assert reply == {"batchItemFailures": [{"itemIdentifier": "701"}]}
-    assert "Messages" not in dead_letters.sqs.receive_message(QueueUrl=dead_letters.queue_url)
+    assert "Messages" not in dead_letters.queue.sqs.receive_message(QueueUrl=dead_letters.queue.queue_url)
     monkeypatch.undo()
     assert process_kinesis_batch(kinesis_batch([record("701")]), consumer, dead_letters) == {"batchItemFailures": []}
     assert consumer.buffer_size() == 1
@@ -120,16 +127,16 @@ def test_a_passing_failure_is_reported_for_retry_and_loses_nothing(consumer, dea
 
 def test_an_archive_write_that_fails_fails_only_its_record(consumer, dead_letters, aws, monkeypatch) -> None:
     """Archive writes of a batch run concurrently; the record whose write failed is retried, the others go on."""
-    put = consumer.s3.put_object
+    put = consumer.objects.s3.put_object
 
     def flaky_put(**kwargs):
         if kwargs["Key"].endswith("-802.jsonl"):
-            raise consumer.s3.exceptions.ClientError(
+            raise consumer.objects.s3.exceptions.ClientError(
                 {"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject"
             )
         return put(**kwargs)
 
-    monkeypatch.setattr(consumer.s3, "put_object", flaky_put)
+    monkeypatch.setattr(consumer.objects.s3, "put_object", flaky_put)
     batch = kinesis_batch([record(str(n), item=f"i{n}") for n in range(801, 821)])
     reply = process_kinesis_batch(batch, consumer, dead_letters)
     # Kinesis retries from the first failure; the records after it are idempotent on the retry.

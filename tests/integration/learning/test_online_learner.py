@@ -174,7 +174,7 @@ def test_an_update_publishes_a_child_version_and_drains_what_it_used(redis_clien
     metadata = registry.get(result.to_version)
     assert metadata.parent_version == "mf-online-test-0" and metadata.kind is ModelKind.MF
     assert metadata.metrics["online_error_after"] == pytest.approx(result.error_after, abs=1e-6)
-    assert [c.version for c in learner.checkpoints()] == ["mf-online-test-0"]
+    assert [c.version for c in learner.checkpoints.newest_first()] == ["mf-online-test-0"]
     status = learner.status()
     assert status.total_updates == 1 and status.published == 1 and status.rollbacks == 0
     assert status.buffer_size == 20 and status.buffer_utilization == 0.5
@@ -272,7 +272,7 @@ def test_only_the_last_ten_checkpoints_are_kept_and_rollback_restores_one(redis_
         result = learner.update()
         assert result.outcome is UpdateOutcome.PUBLISHED
         published.append(result.to_version)
-    checkpoints = learner.checkpoints()
+    checkpoints = learner.checkpoints.newest_first()
     assert len(checkpoints) == MAX_CHECKPOINTS
     assert checkpoints[0].version == published[-2]  # the newest checkpoint is the version the last update replaced
     keys = aws["s3"].list_objects_v2(Bucket=TEST_BUCKET, Prefix="checkpoints/")["Contents"]

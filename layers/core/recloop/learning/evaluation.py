@@ -1,95 +1,397 @@
-"""Offline evaluation by replay: the protocol of the replay benchmark, on the offline in-process store.
+"""Evaluation by replay: the one harness behind the replay benchmark (`bench.replay`) and training's holdout check.
 
-Events are replayed in time order; before each positive event (like, purchase) the recommender is asked for
-the user's top k (the user's earlier items excluded, as in serving), then the event is applied to the
-features. A hit is the event's item in the list; NDCG@k = 1 / log2(rank + 1) on a hit.
+Protocol:
+
+1. Events are in time order (stable). The first part is the warm-up: every one is applied to the feature store
+   (``FeatureStore.apply_many``, what the event Lambda runs after the stream write) and the list is given to the
+   system's ``fit``. The benchmark warms up on the first WARMUP_FRACTION of its log; training warms up on the
+   events before its holdout.
+2. The rest is streamed in order. For each positive event (POSITIVE_EVENTS) the system is asked for the user's
+   top k at the event's time. It must exclude every item the user had any event with before: the harness checks
+   this and stops on a violation (ProtocolViolationError), since such a list would score hits the product can
+   never serve. Hit if the event's item is in the list; NDCG@k = 1/log2(rank+1) on a hit, 0 on a miss. "Known
+   users" are users with an earlier event of any type (warm-up included).
+3. Then every event, positive or not, is ingested: feature store first, then the system's own ``ingest``.
+   Ingests between two requests go to the store as one ``apply_many`` batch (as POST /events/batch does), which
+   the feature store applies exactly as it would one event at a time.
+
+A ratio over nothing (no positives, no known users, an empty catalogue) is None: not measured, rather than a
+zero that would read as a measured failure.
+
+Systems are objects implementing ``ReplaySystem``, built with a ``ReplayContext`` (settings, Redis client,
+feature store). ``replay_system`` runs one against a real Redis; ``evaluate_offline`` runs a Recommender over
+the in-process store, as training does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from recloop.core.events import EventType, Interaction
+from recloop.adapters.redis import RedisClient, connect
+from recloop.core.events import POSITIVE_EVENTS, Interaction, K
 from recloop.core.settings import Settings
 from recloop.features.memory_redis import MemoryRedis
 from recloop.features.store import FeatureStore
+from recloop.learning.datasets import Dataset
 from recloop.serving.context import ServedModel
 from recloop.serving.recommender import Recommender
 
-POSITIVE_EVENTS = frozenset({EventType.LIKE, EventType.PURCHASE})
-APPLY_CHUNK = 1000
+WARMUP_FRACTION = 0.5
+INGEST_BATCH = 500
+PROGRESS_EVERY = 10_000
+# RecLoop settings of a replay against Redis: defaults, except that the popularity cache (1 s of wall time by
+# default) is off, because a replay packs hours of event time into each second.
+REPLAY_SETTINGS_OVERRIDES = {"POPULARITY_CACHE_SECONDS": "0"}
+
+Log = Callable[[str], None]
+
+
+def ratio(numerator: float, denominator: int) -> float | None:
+    """``numerator / denominator`` to 6 decimals; None when the denominator is 0 (nothing was measured)."""
+    return round(numerator / denominator, 6) if denominator else None
+
+
+def latency_summary(samples_ms: Sequence[float]) -> dict[str, float] | None:
+    if not samples_ms:
+        return None
+    ordered = sorted(samples_ms)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 4),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+        "mean_ms": round(statistics.fmean(ordered), 4),
+        "max_ms": round(ordered[-1], 4),
+    }
+
+
+# -- the split and the data's limits ----------------------------------------------------------------------------
+
+
+def split_point(events: Sequence[Interaction]) -> int:
+    return int(len(events) * WARMUP_FRACTION)
+
+
+def warmup_split(events: Sequence[Interaction]) -> tuple[list[Interaction], list[Interaction]]:
+    """The warm-up (first WARMUP_FRACTION of the events) and the stream that follows it."""
+    split = split_point(events)
+    return list(events[:split]), list(events[split:])
+
+
+def dataset_summary(dataset: Dataset) -> dict[str, Any]:
+    """Counts, including how many stream positives no system can hit (item seen before, or new to all)."""
+    events = dataset.events
+    split = split_point(events)
+    seen: dict[str, set[str]] = {}
+    items_so_far: set[str] = set()
+    positives = known = on_seen = on_new = 0
+    for n, event in enumerate(events):
+        user_items = seen.get(event.user_id)
+        if n >= split and event.event_type in POSITIVE_EVENTS:
+            positives += 1
+            known += user_items is not None
+            on_seen += user_items is not None and event.item_id in user_items
+            on_new += event.item_id not in items_so_far
+        seen.setdefault(event.user_id, set()).add(event.item_id)
+        items_so_far.add(event.item_id)
+    return {
+        "source": dataset.source,
+        **dataset.notes,
+        "events": len(events),
+        "users": len(seen),
+        "items": len(items_so_far),
+        "event_types": dict(Counter(e.event_type.value for e in events).most_common()),
+        "warmup_events": split,
+        "stream_events": len(events) - split,
+        "first_timestamp": events[0].timestamp if events else None,
+        "split_timestamp": events[split].timestamp if split < len(events) else None,
+        "last_timestamp": events[-1].timestamp if events else None,
+        "stream_positives": positives,
+        "stream_positives_known_users": known,
+        "stream_positives_on_items_the_user_had_seen": on_seen,
+        "stream_positives_on_items_never_seen_before": on_new,
+        "hr_at_10_upper_bound": ratio(positives - on_seen - on_new, positives),
+    }
+
+
+# -- systems ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class ReplayMetrics:
-    k: int = 10
+class ReplayContext:
+    """What a system may use: the run's settings, Redis and feature store (already warm when it is asked)."""
+
+    settings: Settings
+    redis: RedisClient
+    store: FeatureStore
+
+    def apply(self, events: Sequence[Interaction]) -> None:
+        """The event Lambda's feature update, in batches."""
+        for start in range(0, len(events), INGEST_BATCH):
+            self.store.apply_many(events[start : start + INGEST_BATCH])
+
+
+class ReplaySystem(Protocol):
+    def fit(self, warmup: list[Interaction]) -> None:
+        """Train on the warm-up (already in the feature store); called once, before the stream."""
+        ...
+
+    def recommend(self, user_id: str, k: int, now: float) -> list[str]:
+        """Top-k item ids for the user at time ``now``, none the user had an event with."""
+        ...
+
+    def ingest(self, event: Interaction) -> None:
+        """Learn from one stream event, after the feature store has applied it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+SystemFactory = Callable[[ReplayContext], ReplaySystem]
+
+
+class FeatureStoreSystem:
+    """Base of systems that serve from the feature store alone: nothing to train or ingest."""
+
+    def __init__(self, context: ReplayContext) -> None:
+        self.context = context
+
+    def fit(self, warmup: list[Interaction]) -> None:
+        pass
+
+    def ingest(self, event: Interaction) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RecommenderSystem(FeatureStoreSystem):
+    """The Recommender over the context's store, with a served model or the built-in scorers.
+
+    ``log=False`` skips the attribution log, which an offline replay has no use for.
+    """
+
+    def __init__(
+        self, context: ReplayContext, model: Callable[[], ServedModel | None] | None = None, log: bool = True
+    ) -> None:
+        super().__init__(context)
+        self.recommender = Recommender(context.store, context.settings, model)
+        self.log = log
+        self.models: Counter[str] = Counter()
+
+    def recommend(self, user_id: str, k: int, now: float) -> list[str]:
+        result = self.recommender.recommend(user_id, k, now=now, log=self.log)
+        self.models[result.model_version] += 1
+        return [item.item_id for item in result.items]
+
+    def details(self) -> dict[str, Any]:
+        return {"requests_by_model": dict(self.models)}
+
+
+# -- the replay -------------------------------------------------------------------------------------------------
+
+
+class ProtocolViolationError(RuntimeError):
+    """A system recommended an item the user had already had an event with (or repeated one)."""
+
+
+@dataclass
+class Score:
     positives: int = 0
     hits: int = 0
-    ndcg_sum: float = 0.0
-    known_positives: int = 0
-    known_hits: int = 0
-    known_ndcg_sum: float = 0.0
-    recommended: set[str] = field(default_factory=set)
-    catalogue: set[str] = field(default_factory=set)
+    ndcg: float = 0.0
 
-    def record(self, ranked: Sequence[str], item: str, known_user: bool) -> None:
-        gain = 1.0 / math.log2(ranked.index(item) + 2) if item in ranked else 0.0
+    def add(self, rank: int | None) -> None:
         self.positives += 1
-        self.hits += gain > 0
-        self.ndcg_sum += gain
-        if known_user:
-            self.known_positives += 1
-            self.known_hits += gain > 0
-            self.known_ndcg_sum += gain
-        self.recommended.update(ranked)
+        if rank is not None:
+            self.hits += 1
+            self.ndcg += 1.0 / math.log2(rank + 1)
 
-    def summary(self) -> dict[str, float]:
+
+@dataclass(frozen=True)
+class Judgement:
+    """One evaluated positive (for tests and debugging)."""
+
+    index: int
+    user_id: str
+    item_id: str
+    known_user: bool
+    rank: int | None
+    recommended: tuple[str, ...]
+
+
+class ReplayRun:
+    """One system's pass over the events: counters, each user's seen items, pending ingests."""
+
+    def __init__(
+        self, name: str, context: ReplayContext, system: ReplaySystem, k: int = K, trace: list[Judgement] | None = None
+    ) -> None:
+        self.name, self.context, self.system, self.k, self.trace = name, context, system, k, trace
+        self.seen: dict[str, set[str]] = {}
+        self.everyone, self.known_users = Score(), Score()
+        self.pending: list[Interaction] = []
+        self.latencies_ms: list[float] = []
+        self.catalogue: set[str] = set()
+        self.recommended: set[str] = set()
+
+    def remember(self, events: Sequence[Interaction]) -> None:
+        """Record events as seen without applying them (for a store that already holds them)."""
+        for event in events:
+            self.seen.setdefault(event.user_id, set()).add(event.item_id)
+            self.catalogue.add(event.item_id)
+
+    def warm_up(self, warmup: Sequence[Interaction]) -> None:
+        self.context.apply(warmup)
+        self.remember(warmup)
+
+    def flush(self) -> None:
+        """Ingest what happened since the last request: feature store first, then the system."""
+        self.context.apply(self.pending)
+        for event in self.pending:
+            self.system.ingest(event)
+        self.pending.clear()
+
+    def judge(self, index: int, event: Interaction) -> None:
+        """Ask for the user's top k at the event's time and score the event's item against it."""
+        self.flush()
+        user_seen = self.seen.get(event.user_id)
+        asked = time.perf_counter()
+        recommended = list(self.system.recommend(event.user_id, self.k, event.timestamp))[: self.k]
+        self.latencies_ms.append((time.perf_counter() - asked) * 1000)
+        repeated = set(recommended) & user_seen if user_seen else set()
+        if repeated or len(set(recommended)) != len(recommended):
+            raise ProtocolViolationError(
+                f"{self.name} recommended {sorted(repeated) or recommended} to {event.user_id}, "
+                "who had already seen them (or a list with duplicates)"
+            )
+        rank = recommended.index(event.item_id) + 1 if event.item_id in recommended else None
+        self.everyone.add(rank)
+        if user_seen is not None:
+            self.known_users.add(rank)
+        self.recommended.update(recommended)
+        if self.trace is not None:
+            known = user_seen is not None
+            self.trace.append(Judgement(index, event.user_id, event.item_id, known, rank, tuple(recommended)))
+
+    def step(self, index: int, event: Interaction) -> None:
+        if event.event_type in POSITIVE_EVENTS:
+            self.judge(index, event)
+        self.pending.append(event)
+        self.seen.setdefault(event.user_id, set()).add(event.item_id)
+        self.catalogue.add(event.item_id)
+
+    def stream(self, events: Sequence[Interaction], first_index: int = 0, log: Log | None = None) -> None:
+        """Step through the events, then ingest what is left."""
+        started = time.perf_counter()
+        for n, event in enumerate(events, 1):
+            self.step(first_index + n - 1, event)
+            if log is not None and n % PROGRESS_EVERY == 0:
+                so_far = ratio(self.everyone.hits, self.everyone.positives)
+                elapsed = time.perf_counter() - started
+                log(f"[{self.name}] {n}/{len(events)} stream events, HR@{self.k} {so_far}, {elapsed:.0f}s")
+        self.flush()
+
+    def metrics(self) -> dict[str, Any]:
+        """HR@k and NDCG@k, overall and for known users, and catalogue coverage (items recommended at least
+        once / items with any event)."""
+        everyone, known, k = self.everyone, self.known_users, self.k
         return {
-            f"hr_at_{self.k}": _ratio(self.hits, self.positives),
-            f"ndcg_at_{self.k}": _ratio(self.ndcg_sum, self.positives),
-            f"hr_at_{self.k}_known_users": _ratio(self.known_hits, self.known_positives),
-            f"ndcg_at_{self.k}_known_users": _ratio(self.known_ndcg_sum, self.known_positives),
-            "coverage": _ratio(len(self.recommended), len(self.catalogue)),
-            "positives_evaluated": self.positives,
-            "positives_known_users": self.known_positives,
+            f"hr_at_{k}": ratio(everyone.hits, everyone.positives),
+            f"ndcg_at_{k}": ratio(everyone.ndcg, everyone.positives),
+            f"hr_at_{k}_known_users": ratio(known.hits, known.positives),
+            f"ndcg_at_{k}_known_users": ratio(known.ndcg, known.positives),
+            "coverage": ratio(len(self.recommended), len(self.catalogue)),
+            "positives_evaluated": everyone.positives,
+            "positives_known_users": known.positives,
+        }
+
+    def result(self, seconds: Mapping[str, float]) -> dict[str, Any]:
+        details = self.system.details() if hasattr(self.system, "details") else None
+        return {
+            **self.metrics(),
+            "hits": self.everyone.hits,
+            "hits_known_users": self.known_users.hits,
+            **{f"{part}_seconds": round(value, 2) for part, value in seconds.items()},
+            "recommend_latency": latency_summary(self.latencies_ms),
+            **({"details": details} if details is not None else {}),
         }
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return round(numerator / denominator, 6) if denominator else 0.0
+def replay_system(
+    name: str,
+    factory: SystemFactory,
+    events: Sequence[Interaction],
+    redis_url: str,
+    *,
+    k: int = K,
+    trace: list[Judgement] | None = None,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Run one system over the events against the Redis at ``redis_url`` (flushed before and after)."""
+    settings = Settings.from_env({"REDIS_URL": redis_url, **REPLAY_SETTINGS_OVERRIDES})
+    client = connect(settings)
+    client.flushdb()
+    context = ReplayContext(settings, client, FeatureStore(client, settings))
+    split = split_point(events)
+    warmup, stream = warmup_split(events)
+    started = time.perf_counter()
+    system = factory(context)
+    try:
+        run = ReplayRun(name, context, system, k, trace)
+        run.warm_up(warmup)
+        warmed = time.perf_counter()
+        system.fit(warmup)
+        fitted = time.perf_counter()
+        if log is not None:
+            ingest, fit = warmed - started, fitted - warmed
+            log(f"[{name}] warm-up: {len(warmup)} events ingested in {ingest:.1f}s, fit {fit:.1f}s")
+        run.stream(stream, split, log)
+        finished = time.perf_counter()
+        seconds = {"wall": finished - started, "warmup_ingest": warmed - started, "fit": fitted - warmed}
+        result = run.result({**seconds, "stream": finished - fitted})
+    finally:
+        system.close()
+        client.flushdb()
+        client.close()
+    if log is not None:
+        hr, ndcg = result[f"hr_at_{k}"], result[f"ndcg_at_{k}"]
+        log(f"[{name}] done: HR@{k} {hr}, NDCG@{k} {ndcg}, {result['wall_seconds']}s")
+    return result
+
+
+def replay_report(
+    dataset: Dataset, systems: Mapping[str, SystemFactory], redis_url: str, *, k: int = K, log: Log | None = None
+) -> dict[str, Any]:
+    """The dataset's summary, the protocol's parameters and each system's result, in the order given."""
+    report: dict[str, Any] = {
+        "dataset": dataset_summary(dataset),
+        "protocol": {
+            "k": k,
+            "warmup_fraction": WARMUP_FRACTION,
+            "positive_events": sorted(e.value for e in POSITIVE_EVENTS),
+            "recloop_settings_overrides": REPLAY_SETTINGS_OVERRIDES,
+        },
+        "configs": {},
+    }
+    for name, factory in systems.items():
+        report["configs"][name] = replay_system(name, factory, dataset.events, redis_url, k=k, log=log)
+    return report
+
+
+# -- offline, in process ----------------------------------------------------------------------------------------
 
 
 def offline_store(settings: Settings, history: Sequence[Interaction] = ()) -> FeatureStore:
     """A feature store in process memory holding `history`, as Redis would after those events."""
     store = FeatureStore(MemoryRedis(), settings)
-    for start in range(0, len(history), APPLY_CHUNK):
-        store.apply_many(history[start : start + APPLY_CHUNK])
+    ReplayContext(settings, store.redis, store).apply(history)
     return store
-
-
-def replay(
-    recommender: Recommender,
-    events: Sequence[Interaction],
-    k: int = 10,
-    known_users: set[str] | None = None,
-    on_event: Callable[[Interaction], None] | None = None,
-) -> ReplayMetrics:
-    """Evaluate then apply each event in order; `on_event` runs after each apply (online learning hooks in)."""
-    metrics = ReplayMetrics(k=k)
-    known = set(known_users or ())
-    store = recommender.store
-    for event in events:
-        metrics.catalogue.add(event.item_id)
-        if event.event_type in POSITIVE_EVENTS:
-            ranked = recommender.recommend(event.user_id, k, now=event.timestamp, log=False)
-            metrics.record([i.item_id for i in ranked.items], event.item_id, event.user_id in known)
-        store.apply(event)
-        known.add(event.user_id)
-        if on_event is not None:
-            on_event(event)
-    return metrics
 
 
 def evaluate_offline(
@@ -97,12 +399,19 @@ def evaluate_offline(
     history: Sequence[Interaction],
     holdout: Sequence[Interaction],
     model: Callable[[FeatureStore], ServedModel | None] | None = None,
-    k: int = 10,
-) -> dict[str, float]:
-    """HR@k, NDCG@k and coverage of a model (None: the built-in scorers) on a holdout after `history`."""
+    k: int = K,
+) -> dict[str, float | None]:
+    """HR@k, NDCG@k and coverage of a model (None: the built-in scorers) on a holdout after `history`.
+
+    The replay protocol with `history` as the warm-up, on the in-process store; known users are users of
+    `history` (and of earlier holdout events). None marks a metric with nothing to measure, e.g. a holdout
+    without positives.
+    """
     store = offline_store(settings, history)
-    served = model(store) if model is not None else None
-    recommender = Recommender(store, settings, (lambda: served) if served is not None else None)
-    metrics = replay(recommender, holdout, k, known_users={e.user_id for e in history})
-    metrics.catalogue.update(e.item_id for e in history)
-    return metrics.summary()
+    served = model(store) if model is not None else None  # built on the warm store, as a loaded champion is
+    context = ReplayContext(settings, store.redis, store)
+    system = RecommenderSystem(context, (lambda: served) if served is not None else None, log=False)
+    run = ReplayRun("offline", context, system, k)
+    run.remember(history)
+    run.stream(holdout)
+    return run.metrics()

@@ -124,9 +124,26 @@ def train_ranker(
 
 @dataclass
 class TrainingResult:
+    """Holdout metrics of candidate and champion; a metric is None when the holdout gave it nothing to measure."""
+
     bundle: ModelBundle
-    candidate_metrics: dict[str, float]
-    champion_metrics: dict[str, float] | None
+    candidate_metrics: dict[str, float | None]
+    champion_metrics: dict[str, float | None] | None
+
+    @property
+    def candidate_hr(self) -> float:
+        return comparable_hr(self.candidate_metrics)
+
+    @property
+    def champion_hr(self) -> float | None:
+        """None without a champion."""
+        return comparable_hr(self.champion_metrics) if self.champion_metrics is not None else None
+
+
+def comparable_hr(metrics: dict[str, float | None]) -> float:
+    """HR@10 for comparing candidate and champion: on a holdout without positives neither hit anything (0.0)."""
+    value = metrics.get("hr_at_10")
+    return 0.0 if value is None else value
 
 
 def train_candidate(
@@ -162,7 +179,8 @@ def train_candidate(
             **({"ranker": asdict(ranker_params)} if kind is ModelKind.LGBM else {}),
             **info,
         },
-        metrics={f"holdout_{k}": float(v) for k, v in candidate_metrics.items()},
+        # Metadata metrics are numbers: what the holdout could not measure is left out.
+        metrics={f"holdout_{k}": float(v) for k, v in candidate_metrics.items() if v is not None},
     )
     return TrainingResult(_bundle(kind, final_model, metadata), candidate_metrics, champion_metrics)
 
@@ -183,7 +201,7 @@ def _fit(
 
 def _evaluate(
     kind: ModelKind, model: Any, history: Sequence[Interaction], holdout: Sequence[Interaction], settings: Settings
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     settings = offline_settings(settings)
     if model is None:
         return evaluate_offline(settings, history, holdout)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
-from redis import RedisError
 
+from recloop.adapters.redis import REDIS_ERRORS
 from recloop.container import get_container
 from recloop.handlers.errors import ApiError
 from recloop.handlers.http.schemas import RecommendedItem, RecommendIn, RecommendOut
@@ -27,7 +27,7 @@ def post_recommend(request: RecommendIn) -> RecommendOut:
             exclude=request.exclude_item_ids,
             categories=request.categories,
         )
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         logger.warning("feature store unavailable; serving last known popular items", extra={"error": repr(exc)})
         fallback = recommender.degraded_recommendation(
             request.user_id, request.num_recommendations, request.exclude_item_ids

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -50,8 +51,11 @@ class OnlineLearner:
         self.buffer = OnlineBuffer(redis)
         self.lock = UpdateLock(redis)
         self.stats = OnlineStats(redis)
-        self.checkpoints = Checkpoints(registry.objects, registry)
         self._loaded: tuple[str, Any] | None = None  # (version, model): the last champion loaded
+
+    @cached_property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self.registry.objects, self.registry)
 
     @property
     def params(self) -> Any:
