@@ -34,7 +34,7 @@ class ApiClient:
 
     def __init__(self) -> None:
         self.functions = {name: load_function(name) for name in ("event", "recommend", "ops")}
-        self.template = json.loads((EVENTS_DIR / "event_post.json").read_text())
+        self.template = json.loads((EVENTS_DIR / "event" / "record_a_click.json").read_text())
 
     def request(
         self,

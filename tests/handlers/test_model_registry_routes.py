@@ -23,11 +23,11 @@ MODELS = "/api/v1/mlops/models"
 
 
 class ModelsApi:
-    """The models router in a resolver, called with proxy events built from events/event_post.json."""
+    """The models router in a resolver, called with proxy events built from events/event/record_a_click.json."""
 
     def __init__(self) -> None:
         self.app = build_resolver(model_registry.router)
-        self.template = json.loads((EVENTS_DIR / "event_post.json").read_text())
+        self.template = json.loads((EVENTS_DIR / "event" / "record_a_click.json").read_text())
 
     def call(
         self,

@@ -1,5 +1,6 @@
-"""OnlineUpdateFunction's handler in-process, with Kinesis batches shaped like events/kinesis_batch.json, over moto S3
-and SQS and a real Redis: redelivery, poison records, failures during the update, the manual trigger."""
+"""OnlineUpdateFunction's handler in-process, with Kinesis batches shaped like
+events/online_update/kinesis_batch_one_record.json, over moto S3 and SQS and a real Redis: redelivery, poison records,
+failures during the update, the manual trigger."""
 
 from __future__ import annotations
 
@@ -190,7 +191,8 @@ def test_trigger_runs_an_update_on_what_the_buffer_holds(handler, redis_client, 
     assert handler(kinesis_batch(records(stream_with_new_item(20)))) == {"batchItemFailures": []}
     assert redis_client.llen(Keys.ONLINE_BUFFER) == 30  # below the buffer size: no update yet
 
-    reply = handler(json.loads((EVENTS_DIR / "online_update_trigger.json").read_text()))
+    sample = EVENTS_DIR / "online_update" / "trigger_an_update_on_the_buffered_events.json"
+    reply = handler(json.loads(sample.read_text()))
 
     assert reply["status"] == "ok"
     result = reply["result"]
@@ -212,7 +214,8 @@ def test_trigger_while_an_update_runs_says_so(handler, redis_client) -> None:
 def test_rollback_to_the_newest_checkpoint_then_to_a_named_one(handler, registry, redis_client) -> None:
     first, second, third = published_twice(handler, registry)
 
-    reply = handler(json.loads((EVENTS_DIR / "online_update_rollback.json").read_text()))
+    sample = EVENTS_DIR / "online_update" / "rollback_to_the_previous_checkpoint.json"
+    reply = handler(json.loads(sample.read_text()))
     assert reply["status"] == "ok"
     assert (reply["champion"]["version"], reply["champion"]["previous_version"]) == (second, third)
 

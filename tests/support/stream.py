@@ -21,7 +21,7 @@ def records(events: list[Interaction], first_sequence: int = 1000) -> list[Strea
 
 def kinesis_batch(records: list[StreamRecord]) -> dict:
     """An event source mapping batch, shaped like the sample in events/ (from `sam local generate-event`)."""
-    template = json.loads((EVENTS_DIR / "kinesis_batch.json").read_text())["Records"][0]
+    template = json.loads((EVENTS_DIR / "online_update" / "kinesis_batch_one_record.json").read_text())["Records"][0]
     batch = []
     for r in records:
         item = json.loads(json.dumps(template))

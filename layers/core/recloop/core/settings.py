@@ -25,7 +25,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    # Guide's names and defaults (DESIGN section 12).
+    # The names and defaults of the reference guide's configuration (docs/architecture.md, "Configuration").
     online_learning_buffer_size: int = Field(1000, alias="ONLINE_LEARNING_BUFFER_SIZE", ge=1, le=1_000_000)
     online_learning_batch_size: int = Field(32, alias="ONLINE_LEARNING_BATCH_SIZE", ge=1, le=100_000)
     online_learning_learning_rate: float = Field(0.001, alias="ONLINE_LEARNING_LEARNING_RATE", gt=0, le=10)
