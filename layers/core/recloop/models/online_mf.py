@@ -173,19 +173,28 @@ class _Update:
         transient = self._fold_in(
             mf.item_factors, mf.item_gram, train, user_rows=user_rows, item_rows=item_rows, count=len(self.new_users)
         )
-        new_items, new_vectors = self._grow(user_rows, item_rows, transient)
+        new_items, new_vectors = _grow_items(
+            mf, train, self.params, user_rows=user_rows, item_rows=item_rows, transient=transient
+        )
         new_index = {item: self.known_items + n for n, item in enumerate(new_items)}
         item_rows = np.array([mf.item_index.get(i, new_index.get(i, -1)) for i in train.items], dtype=np.int64)
 
         negatives_heldout = self.rng.integers(
             0, max(self.known_items, 1), size=(len(self.holdout.users), self.params.negatives)
         )
-        error_before = self._heldout_error(mf, negatives_heldout)
+        error_before = _heldout_error(mf, train, self.holdout, negatives_heldout, self.reg)
 
         items_after, users_after, moved_users, moved_items = self._sgd(user_rows, item_rows, transient, new_vectors)
-        undo = self._write(new_items, new_vectors, items_after, users_after)
+        undo = _write_step(
+            mf,
+            self.known_items,
+            new_items=new_items,
+            new_vectors=new_vectors,
+            items_after=items_after,
+            users_after=users_after,
+        )
         try:
-            error_after = self._heldout_error(mf, negatives_heldout)
+            error_after = _heldout_error(mf, train, self.holdout, negatives_heldout, self.reg)
         except BaseException:
             undo()
             raise
@@ -225,34 +234,6 @@ class _Update:
             count=count,
             reg=self.reg,
         )
-
-    def _grow(
-        self, user_rows: np.ndarray, item_rows: np.ndarray, transient: np.ndarray
-    ) -> tuple[list[str], np.ndarray]:
-        """Vectors for items new to the model, solved from the vectors of the users who interacted with them."""
-        factors = self.mf.factors
-        if not self.params.grow_items or not (item_rows < 0).any():
-            return [], np.zeros((0, factors))
-        pick = np.flatnonzero(item_rows < 0)
-        new_items = sorted({self.train.items[n] for n in pick})
-        position = {item: n for n, item in enumerate(new_items)}
-        groups = np.array([position[self.train.items[n]] for n in pick], dtype=np.int64)
-        users = user_rows[pick]
-        vectors = np.where(
-            (users >= 0)[:, None],
-            self.mf.user_factors[np.maximum(users, 0)],
-            transient[np.maximum(-1 - users, 0)] if len(transient) else 0.0,
-        ).astype(np.float64)
-        solved = fold_in_many(
-            self.mf.user_gram,
-            vectors,
-            self.train.prefs[pick],
-            self.train.confs[pick],
-            groups=groups,
-            count=len(new_items),
-            reg=self.reg,
-        )
-        return new_items, solved
 
     def _sgd(
         self, user_rows: np.ndarray, item_rows: np.ndarray, transient: np.ndarray, new_vectors: np.ndarray
@@ -305,70 +286,109 @@ class _Update:
             len(np.unique(item_rows[keep])),
         )
 
-    def _write(
-        self,
-        new_items: list[str],
-        new_vectors: np.ndarray,
-        items_after: tuple[np.ndarray, np.ndarray],
-        users_after: tuple[np.ndarray, np.ndarray],
-    ) -> Callable[[], None]:
-        """Writes the step into the model: new items appended, moved rows replaced, Grams updated by the rows
-        that changed only (the catalogue may be large). Returns what undoes it."""
-        mf = self.mf
-        rows, vectors = items_after
-        old_rows = rows[rows < self.known_items]
-        user_rows, user_vectors = users_after
-        saved_items, saved_users = mf.item_factors[old_rows], mf.user_factors[user_rows]  # copies (fancy index)
-        item_gram, user_gram = mf.item_gram, mf.user_gram
-        mf.append_items(new_items, new_vectors)
-        mf.item_factors[rows] = vectors
-        mf.user_factors[user_rows] = user_vectors
-        before, after = saved_items.astype(np.float64), mf.item_factors[rows].astype(np.float64)  # new items too
-        new_item_gram = item_gram - before.T @ before + after.T @ after
-        before, after = saved_users.astype(np.float64), mf.user_factors[user_rows].astype(np.float64)
-        mf.set_grams(new_item_gram, user_gram - before.T @ before + after.T @ after)
 
-        def undo() -> None:
-            mf.item_factors[old_rows] = saved_items
-            mf.user_factors[user_rows] = saved_users
-            mf.truncate_items(self.known_items)
-            mf.set_grams(item_gram, user_gram)
+def _grow_items(
+    mf: MatrixFactorisation,
+    train: _Pairs,
+    params: OnlineHyperparameters,
+    *,
+    user_rows: np.ndarray,
+    item_rows: np.ndarray,
+    transient: np.ndarray,
+) -> tuple[list[str], np.ndarray]:
+    """Vectors for items new to the model, solved from the vectors of the users who interacted with them."""
+    factors = mf.factors
+    if not params.grow_items or not (item_rows < 0).any():
+        return [], np.zeros((0, factors))
+    pick = np.flatnonzero(item_rows < 0)
+    new_items = sorted({train.items[n] for n in pick})
+    position = {item: n for n, item in enumerate(new_items)}
+    groups = np.array([position[train.items[n]] for n in pick], dtype=np.int64)
+    users = user_rows[pick]
+    vectors = np.where(
+        (users >= 0)[:, None],
+        mf.user_factors[np.maximum(users, 0)],
+        transient[np.maximum(-1 - users, 0)] if len(transient) else 0.0,
+    ).astype(np.float64)
+    solved = fold_in_many(
+        mf.user_gram,
+        vectors,
+        train.prefs[pick],
+        train.confs[pick],
+        groups=groups,
+        count=len(new_items),
+        reg=mf.regularisation,
+    )
+    return new_items, solved
 
-        return undo
 
-    def _heldout_error(self, model: MatrixFactorisation, negatives: np.ndarray) -> float:
-        """Mean of c * (p - x.y)^2 over held-out pairs and their negatives (p = 0, c = 1). A user the model
-        does not know is folded in from the training part, as serving would; unknown users or items predict 0."""
-        holdout, train = self.holdout, self.train
-        if not holdout.users:
-            return 0.0
-        unknown = sorted({u for u in holdout.users if u not in model.user_index})
-        position = {u: n for n, u in enumerate(unknown)}
-        rows = [n for n, u in enumerate(train.users) if u in position and train.items[n] in model.item_index]
-        folded = fold_in_many(
-            model.item_gram,
-            model.item_factors[[model.item_index[train.items[n]] for n in rows]]
-            .astype(np.float64)
-            .reshape(-1, model.factors),
-            train.prefs[rows],
-            train.confs[rows],
-            groups=np.array([position[train.users[n]] for n in rows], dtype=np.int64),
-            count=len(unknown),
-            reg=self.reg,
-        )
-        vectors = np.array(
-            [
-                model.user_factors[model.user_index[u]] if u in model.user_index else folded[position[u]]
-                for u in holdout.users
-            ]
-        )
-        item_rows = np.array([model.item_index.get(i, -1) for i in holdout.items], dtype=np.int64)
-        known = item_rows >= 0
-        predicted = np.zeros(len(holdout.users))
-        predicted[known] = np.einsum("ij,ij->i", vectors[known], model.item_factors[item_rows[known]])
-        negative_scores = np.einsum("bf,bnf->bn", vectors, model.item_factors[negatives])
-        total = float(np.sum(holdout.confs * (holdout.prefs - predicted) ** 2) + np.sum(negative_scores**2))
-        return total / (len(holdout.users) * (1 + negatives.shape[1]))
+def _write_step(
+    mf: MatrixFactorisation,
+    known_items: int,
+    *,
+    new_items: list[str],
+    new_vectors: np.ndarray,
+    items_after: tuple[np.ndarray, np.ndarray],
+    users_after: tuple[np.ndarray, np.ndarray],
+) -> Callable[[], None]:
+    """Writes the step into the model: new items appended, moved rows replaced, Grams updated by the rows
+    that changed only (the catalogue may be large). Returns what undoes it."""
+    rows, vectors = items_after
+    old_rows = rows[rows < known_items]
+    user_rows, user_vectors = users_after
+    saved_items, saved_users = mf.item_factors[old_rows], mf.user_factors[user_rows]  # copies (fancy index)
+    item_gram, user_gram = mf.item_gram, mf.user_gram
+    mf.append_items(new_items, new_vectors)
+    mf.item_factors[rows] = vectors
+    mf.user_factors[user_rows] = user_vectors
+    before, after = saved_items.astype(np.float64), mf.item_factors[rows].astype(np.float64)  # new items too
+    new_item_gram = item_gram - before.T @ before + after.T @ after
+    before, after = saved_users.astype(np.float64), mf.user_factors[user_rows].astype(np.float64)
+    mf.set_grams(new_item_gram, user_gram - before.T @ before + after.T @ after)
+
+    def undo() -> None:
+        mf.item_factors[old_rows] = saved_items
+        mf.user_factors[user_rows] = saved_users
+        mf.truncate_items(known_items)
+        mf.set_grams(item_gram, user_gram)
+
+    return undo
+
+
+def _heldout_error(
+    model: MatrixFactorisation, train: _Pairs, holdout: _Pairs, negatives: np.ndarray, reg: float
+) -> float:
+    """Mean of c * (p - x.y)^2 over held-out pairs and their negatives (p = 0, c = 1). A user the model
+    does not know is folded in from the training part, as serving would; unknown users or items predict 0."""
+    if not holdout.users:
+        return 0.0
+    unknown = sorted({u for u in holdout.users if u not in model.user_index})
+    position = {u: n for n, u in enumerate(unknown)}
+    rows = [n for n, u in enumerate(train.users) if u in position and train.items[n] in model.item_index]
+    folded = fold_in_many(
+        model.item_gram,
+        model.item_factors[[model.item_index[train.items[n]] for n in rows]]
+        .astype(np.float64)
+        .reshape(-1, model.factors),
+        train.prefs[rows],
+        train.confs[rows],
+        groups=np.array([position[train.users[n]] for n in rows], dtype=np.int64),
+        count=len(unknown),
+        reg=reg,
+    )
+    vectors = np.array(
+        [
+            model.user_factors[model.user_index[u]] if u in model.user_index else folded[position[u]]
+            for u in holdout.users
+        ]
+    )
+    item_rows = np.array([model.item_index.get(i, -1) for i in holdout.items], dtype=np.int64)
+    known = item_rows >= 0
+    predicted = np.zeros(len(holdout.users))
+    predicted[known] = np.einsum("ij,ij->i", vectors[known], model.item_factors[item_rows[known]])
+    negative_scores = np.einsum("bf,bnf->bn", vectors, model.item_factors[negatives])
+    total = float(np.sum(holdout.confs * (holdout.prefs - predicted) ** 2) + np.sum(negative_scores**2))
+    return total / (len(holdout.users) * (1 + negatives.shape[1]))
 
 
 class _BatchRows:
