@@ -17,7 +17,6 @@ from local.deploy import deploy, wait_for_wiring
 from local.processes import Processes, log
 from local.proxy import ApiProxy
 from local.services import (
-    E2E,  # noqa: F401 (tests/e2e/test_online_learning.py still imports it from here; drop once it does not)
     Profile,
     clear_stale_s3_storage,
     start_localstack,

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from local.runtime import E2E, RunningStack
+from local.runtime import RunningStack
+from local.services import E2E
 from recloop.adapters.objects import ObjectStore
 from recloop.models.bundle import ModelKind, ModelMetadata
 from recloop.registry.model_registry import ModelRegistry
