@@ -1,11 +1,15 @@
-"""Regenerate events/*.json: one API Gateway proxy event per route, for `sam local invoke -e` and the tests.
+"""Regenerate the API Gateway samples in events/: one proxy event per HTTP scenario, for `sam local invoke -e`.
 
 Each event starts as the output of `sam local generate-event apigateway aws-proxy` and is then edited into the
 shape API Gateway really sends for a JSON API: the body as a plain JSON string (isBase64Encoded false), JSON
 headers, no sample query string, path parameters or stage variables, and the guide's example bodies.
 
-    .venv/bin/python -m local.generate_events            # rewrite events/
-    .venv/bin/python -m local.generate_events --check    # exit 1 when events/ is out of date
+Samples live at events/<function>/<scenario>.json (see events/README.md); ROUTES lists the HTTP ones (event/,
+recommend/, ops/) by that path. The Kinesis and direct-invocation samples (online_update/, train/) and every
+.response.json are written by hand: this script neither writes nor checks them.
+
+    .venv/bin/python -m local.generate_events            # rewrite the HTTP samples in events/
+    .venv/bin/python -m local.generate_events --check    # exit 1 when one of them is out of date
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ REQUEST_TIME_EPOCH_MS = 1795780800000
 
 @dataclass(frozen=True)
 class Route:
-    filename: str
+    path: str  # relative to events/: <function>/<scenario>.json
     method: str
     resource: str
     body: Any = None  # JSON-serialisable request body; None for requests without one
@@ -39,13 +43,13 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route(
-        "event_post.json",
+        "event/record_a_click.json",
         "POST",
         "/api/v1/event",
         {"user_id": "user_123", "item_id": "item_50", "event_type": "click"},
     ),
     Route(
-        "events_batch_post.json",
+        "event/record_a_batch.json",
         "POST",
         "/api/v1/events/batch",
         {
@@ -58,7 +62,31 @@ ROUTES: tuple[Route, ...] = (
         },
     ),
     Route(
-        "items_post.json",
+        "event/record_a_batch_with_one_bad_event.json",
+        "POST",
+        "/api/v1/events/batch",
+        {
+            "events": [
+                {"user_id": "user_123", "item_id": "item_50", "event_type": "view"},
+                {"user_id": "user_123", "item_id": "item_51", "event_type": "share"},
+                {"user_id": "user_456", "item_id": "item_50", "event_type": "purchase"},
+            ]
+        },
+    ),
+    Route(
+        "event/reject_an_unknown_event_type.json",
+        "POST",
+        "/api/v1/event",
+        {"user_id": "user_123", "item_id": "item_50", "event_type": "share"},
+    ),
+    Route(
+        "event/retry_an_event_with_the_same_event_id.json",
+        "POST",
+        "/api/v1/event",
+        {"user_id": "user_123", "item_id": "item_50", "event_type": "purchase", "event_id": "evt_client_0001"},
+    ),
+    Route(
+        "event/upsert_items.json",
         "POST",
         "/api/v1/items",
         {
@@ -68,13 +96,30 @@ ROUTES: tuple[Route, ...] = (
             ]
         },
     ),
-    Route("recommend_post.json", "POST", "/api/v1/recommend", {"user_id": "user_123", "num_recommendations": 5}),
-    Route("health_get.json", "GET", "/api/v1/health"),
-    Route("metrics_get.json", "GET", "/api/v1/metrics"),
-    Route("docs_get.json", "GET", "/docs", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    Route("online_learning_status_get.json", "GET", "/api/v1/mlops/online-learning/status"),
-    Route("online_learning_trigger_post.json", "POST", "/api/v1/mlops/online-learning/trigger"),
-    Route("online_learning_rollback_post.json", "POST", "/api/v1/mlops/online-learning/rollback", {}),
+    Route(
+        "recommend/recommend_known_user.json",
+        "POST",
+        "/api/v1/recommend",
+        {"user_id": "user_123", "num_recommendations": 5},
+    ),
+    Route(
+        "recommend/recommend_cold_user.json",
+        "POST",
+        "/api/v1/recommend",
+        {"user_id": "user_789", "num_recommendations": 3},
+    ),
+    Route("ops/health.json", "GET", "/api/v1/health"),
+    Route("ops/metrics.json", "GET", "/api/v1/metrics"),
+    Route("ops/docs.json", "GET", "/docs", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    Route("ops/list_models.json", "GET", "/api/v1/mlops/models"),
+    Route("ops/online_learning_status.json", "GET", "/api/v1/mlops/online-learning/status"),
+    Route("ops/trigger_online_update_with_empty_buffer.json", "POST", "/api/v1/mlops/online-learning/trigger"),
+    Route(
+        "ops/rollback_online_update_with_nothing_to_roll_back.json",
+        "POST",
+        "/api/v1/mlops/online-learning/rollback",
+        {},
+    ),
 )
 
 
@@ -151,14 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stale = []
-    args.out.mkdir(parents=True, exist_ok=True)
     for route in ROUTES:
-        path = args.out / route.filename
+        path = args.out / route.path
         text = render(generate(route))
         if args.check:
             if not path.exists() or path.read_text() != text:
-                stale.append(path.name)
+                stale.append(route.path)
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     if stale:
