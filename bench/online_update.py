@@ -248,7 +248,9 @@ def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100, s
             s3 = AcceptingS3()
         sqs = boto3.client("sqs", region_name="us-east-1")
         queue = sqs.create_queue(QueueName="recloop-bench-dlq")["QueueUrl"]
-        consumer = StreamConsumer(FeatureStore(client, settings), ObjectStore(s3, "recloop-bench"), OnlineBuffer(client))
+        consumer = StreamConsumer(
+            FeatureStore(client, settings), ObjectStore(s3, "recloop-bench"), OnlineBuffer(client)
+        )
         dead_letters = DeadLetters(Queue(sqs, queue))
         seconds = []
         for b in range(batches):

@@ -1,4 +1,4 @@
-"""The replay benchmark (bench.replay): its protocol, over a real Redis, on small logs."""
+"""The replay harness (recloop.learning.evaluation) and the benchmark on it (bench.replay), over a real Redis."""
 
 from __future__ import annotations
 
@@ -11,23 +11,33 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from bench.replay import (
-    CONFIGS,
+from bench.configs import CONFIGS, resolve
+from recloop.core.events import EventType, Interaction
+from recloop.handlers.http.schemas import InteractionIn
+from recloop.learning.datasets import load_dataset, load_events, rating_event
+from recloop.learning.evaluation import (
     FeatureStoreSystem,
     Judgement,
     ProtocolViolationError,
-    load_events_csv,
-    rating_event,
-    replay_config,
+    replay_report,
+    replay_system,
 )
-from recloop.core.events import EventType
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository
 MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
 T0 = 1_700_000_000
+T1997 = 852_076_800  # 1997-01-01
+
+
+def replay_config(
+    name: str, events: list[Interaction], redis_url: str, trace: list[Judgement] | None = None
+) -> dict[str, Any]:
+    return replay_system(name, resolve(name), events, redis_url, trace=trace)
 
 
 def write_csv(path: Path, rows: list[tuple[str, str, str, float]]) -> Path:
@@ -57,7 +67,7 @@ HAND_MADE = [
 ]
 
 
-def clustered_rows(seed: int = 7) -> list[tuple[str, str, str, float]]:
+def clustered_rows(seed: int = 7, t0: float = T0) -> list[tuple[str, str, str, float]]:
     """20 users engage with items a0-a14, 20 with b0-b14: a global ranking mixes both clusters."""
     rng = random.Random(seed)
     users = [(cluster, f"u{cluster}{n}") for cluster in "ab" for n in range(20)]
@@ -68,7 +78,7 @@ def clustered_rows(seed: int = 7) -> list[tuple[str, str, str, float]]:
             rows.append((user, f"{cluster}{rng.randrange(15)}", rng.choice(kinds)))
     rng.shuffle(rows)
     # Listed out of time order on purpose (the loader sorts), with some equal timestamps.
-    return [(user, item, kind, T0 + 60 * (n // 2)) for n, (user, item, kind) in reversed(list(enumerate(rows)))]
+    return [(user, item, kind, t0 + 60 * (n // 2)) for n, (user, item, kind) in reversed(list(enumerate(rows)))]
 
 
 def test_ratings_map_to_event_types() -> None:
@@ -83,14 +93,14 @@ def test_ratings_map_to_event_types() -> None:
 
 def test_loader_sorts_by_time_stably_and_limits(tmp_path: Path) -> None:
     rows = [("u1", "i1", "view", T0 + 5), ("u2", "i2", "click", T0 + 1), ("u3", "i3", "like", T0 + 1)]
-    events = load_events_csv(write_csv(tmp_path / "e.csv", rows)).events
+    events = load_events(write_csv(tmp_path / "e.csv", rows))
     assert [e.user_id for e in events] == ["u2", "u3", "u1"]
     assert len({e.event_id for e in events}) == 3
-    assert [e.user_id for e in load_events_csv(tmp_path / "e.csv", limit=2).events] == ["u2", "u3"]
+    assert [e.user_id for e in load_events(tmp_path / "e.csv", limit=2)] == ["u2", "u3"]
 
 
 def test_hits_exclude_seen_items_and_ndcg_is_one_at_rank_one(tmp_path: Path, redis_url: str) -> None:
-    events = load_events_csv(write_csv(tmp_path / "hand.csv", HAND_MADE)).events
+    events = load_events(write_csv(tmp_path / "hand.csv", HAND_MADE))
     trace: list[Judgement] = []
     result = replay_config("popularity", events, redis_url, trace=trace)
 
@@ -112,14 +122,14 @@ def test_hits_exclude_seen_items_and_ndcg_is_one_at_rank_one(tmp_path: Path, red
 
 def test_ndcg_is_one_when_every_hit_is_at_rank_one(tmp_path: Path, redis_url: str) -> None:
     rows = [("a", "X", "purchase", T0 + 1), ("b", "X", "like", T0 + 2)]
-    result = replay_config("popularity", load_events_csv(write_csv(tmp_path / "one.csv", rows)).events, redis_url)
+    result = replay_config("popularity", load_events(write_csv(tmp_path / "one.csv", rows)), redis_url)
     assert (result["hr_at_10"], result["ndcg_at_10"], result["positives_evaluated"]) == (1.0, 1.0, 1)
     assert result["positives_known_users"] == 0
     assert result["hr_at_10_known_users"] is None
 
 
 def test_counts_and_realtime_beats_popularity_on_clusters(tmp_path: Path, redis_url: str) -> None:
-    events = load_events_csv(write_csv(tmp_path / "clusters.csv", clustered_rows())).events
+    events = load_events(write_csv(tmp_path / "clusters.csv", clustered_rows()))
     split = len(events) // 2
     seen_users = {e.user_id for e in events[:split]}
     positives = known = 0
@@ -139,6 +149,24 @@ def test_counts_and_realtime_beats_popularity_on_clusters(tmp_path: Path, redis_
     assert results["realtime"]["details"]["requests_by_model"]["cooccurrence"] > 0
 
 
+def test_a_log_from_the_1990s_replays(tmp_path: Path, redis_url: str) -> None:
+    # Offline data keeps its own dates: the live API's lower bound on timestamps (2000) must not stop a replay.
+    rows = clustered_rows(t0=T1997)
+    with pytest.raises(ValidationError, match="after 2000-01-01"):
+        InteractionIn(user_id="u", item_id="i", event_type="like", timestamp=rows[0][3])
+    dataset = load_dataset(write_csv(tmp_path / "1997.csv", rows))
+    assert dataset.events[0].timestamp == T1997
+    assert max(e.timestamp for e in dataset.events) < 883_612_800  # still 1997
+
+    report = replay_report(dataset, {name: resolve(name) for name in ("popularity", "realtime")}, redis_url)
+    assert report["dataset"]["events"] == len(rows)
+    for name, result in report["configs"].items():
+        assert result["positives_evaluated"] == report["dataset"]["stream_positives"] > 50, name
+        assert isinstance(result["hr_at_10"], float) and 0.0 < result["hr_at_10"] <= 1.0, name
+        assert isinstance(result["ndcg_at_10"], float) and 0.0 < result["ndcg_at_10"] <= result["hr_at_10"], name
+    assert report["configs"]["realtime"]["hr_at_10"] > report["configs"]["popularity"]["hr_at_10"]
+
+
 class RepeatsHistory(FeatureStoreSystem):
     """A broken configuration: recommends what the user already had."""
 
@@ -150,14 +178,16 @@ def test_a_config_recommending_seen_items_is_stopped(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(CONFIGS, "repeats_history", RepeatsHistory)
-    events = load_events_csv(write_csv(tmp_path / "hand.csv", HAND_MADE)).events
+    events = load_events(write_csv(tmp_path / "hand.csv", HAND_MADE))
     with pytest.raises(ProtocolViolationError, match="already seen"):
         replay_config("repeats_history", events, redis_url)
 
 
 def test_movietweetings_first_3000_events(redis_url: str) -> None:
-    # The shared data lives beside the checkout (../shared), in CI as in development.
-    assert (MOVIETWEETINGS / "SHA256SUMS").exists(), f"shared data not present at {MOVIETWEETINGS}"
+    # The shared data lives beside the checkout (../shared), in CI as in development: missing, it is a failure.
+    assert (MOVIETWEETINGS / "SHA256SUMS").exists(), (
+        f"shared data not present at {MOVIETWEETINGS} (expected beside the repository, in ../shared/data)"
+    )
     for line in (MOVIETWEETINGS / "SHA256SUMS").read_text().split("\n"):
         if line.strip():
             expected, name = line.split()

@@ -53,8 +53,7 @@ def handle_train(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     version = result.bundle.metadata.version
     registry.register(result.bundle)
-    candidate_hr = result.candidate_metrics["hr_at_10"]
-    champion_hr = result.champion_metrics["hr_at_10"] if result.champion_metrics else None
+    candidate_hr, champion_hr = result.candidate_hr, result.champion_hr
     better = champion_hr is None or candidate_hr >= champion_hr + request.min_improvement
     promoted = better and request.promote_if_better
     if promoted:
