@@ -62,6 +62,8 @@ BAD_EVENTS = [
     ({"user_id": "u", "item_id": "i" * 200, "event_type": "click"}, "item_id"),
     ({"user_id": 17, "item_id": "i", "event_type": "click"}, "user_id"),
     ({"user_id": "u", "item_id": "i", "event_type": "click", "timestamp": "yesterday"}, "timestamp"),
+    ({"user_id": "u", "item_id": "i", "event_type": "click", "timestamp": float("nan")}, "timestamp"),
+    ({"user_id": "u", "item_id": "i", "event_type": "click", "timestamp": float("inf")}, "timestamp"),
     ({"item_id": "i", "event_type": "click"}, "user_id"),
     (["not", "an", "object"], "body"),
 ]

@@ -41,6 +41,7 @@ def test_client_event_id_and_timestamp_are_kept() -> None:
         ({"user_id": "u", "item_id": 5, "event_type": "click"}, "item_id"),
         ({"user_id": "u", "item_id": "i", "event_type": "click", "timestamp": time.time() + 3600}, "timestamp"),
         ({"user_id": "u", "item_id": "i", "event_type": "click", "timestamp": 12}, "timestamp"),
+        ({"user_id": "u", "item_id": "i", "event_type": "click", "timestamp": float("nan")}, "timestamp"),
         ({"user_id": "u", "item_id": "i", "event_type": "click", "context": {"x": "y" * 5000}}, "context"),
         ({"user_id": "u", "item_id": "i", "event_type": "click", "colour": "red"}, "colour"),
     ],

@@ -8,7 +8,7 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_ID_LENGTH = 128
 
@@ -54,8 +54,8 @@ class Interaction(BaseModel):
     user_id: str
     item_id: str
     event_type: EventType
-    timestamp: float
-    received_at: float
+    timestamp: float = Field(allow_inf_nan=False)
+    received_at: float = Field(allow_inf_nan=False)
     recommendation_id: str | None = None
     context: dict[str, Any] | None = None
 

@@ -29,7 +29,10 @@ class InteractionIn(BaseModel):
     user_id: Identifier
     item_id: Identifier
     event_type: EventType
-    timestamp: float | None = Field(None, description="Unix seconds; defaults to the time of receipt")
+    # NaN and infinity are not times: they would pass the range checks below and break decay arithmetic.
+    timestamp: float | None = Field(
+        None, allow_inf_nan=False, description="Unix seconds; defaults to the time of receipt"
+    )
     recommendation_id: Identifier | None = None
     event_id: Identifier | None = Field(None, description="Client-chosen id that makes retries idempotent")
     context: dict[str, Any] | None = None
