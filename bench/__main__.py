@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import EVENT_TYPES, T0, configure, log, redis_server, summary, timings_ms, zipf_items
+from bench.common import EVENT_TYPES, T0, configure, log, redis_server, timings_ms, zipf_items
+from recloop.learning.evaluation import timing_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def raw_redis_round_trip(client: Any, repeat: int) -> dict[str, float]:
-    return summary(timings_ms(lambda _: client.ping(), repeat))
+    return timing_summary(timings_ms(lambda _: client.ping(), repeat))
 
 
 def seed(store: Any, catalogue: int, interactions: int, users: int, seed_value: int = 7) -> list[Any]:
@@ -99,7 +100,7 @@ def bench_feature_updates(store: Any, repeat: int) -> dict[str, Any]:
         )
         for n in range(repeat + 100)
     ]
-    single = summary(timings_ms(lambda n: store.apply(events[n]), repeat, warmup=100))
+    single = timing_summary(timings_ms(lambda n: store.apply(events[n]), repeat, warmup=100))
     batch_events = [
         InteractionIn(user_id=f"c{n % 5000}", item_id=f"i{n % 30_000}", event_type="view", timestamp=T0 + n).to_event(
             T0 + n
@@ -132,13 +133,13 @@ def bench_event_handler(repeat: int) -> dict[str, Any]:
         samples = timings_ms(
             lambda n: api.post_event(user_id=f"h{n % 3000}", item_id=f"i{n % 9000}", event_type="click"), repeat
         )
-        return {"event_handler_with_moto_kinesis": summary(samples)}
+        return {"event_handler_with_moto_kinesis": timing_summary(samples)}
 
 
 def bench_recommend(recommender: Any, users: int, repeat: int) -> dict[str, Any]:
     known = timings_ms(lambda n: recommender.recommend(f"u{(n * 7919) % users}", 10), repeat)
     cold = timings_ms(lambda n: recommender.recommend(f"nobody{n}", 10), repeat)
-    return {"known_user": summary(known), "cold_user": summary(cold)}
+    return {"known_user": timing_summary(known), "cold_user": timing_summary(cold)}
 
 
 def import_and_init_seconds(function: str) -> dict[str, Any]:

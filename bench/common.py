@@ -66,17 +66,6 @@ def timings_ms(operation: Callable[[int], Any], repeat: int, warmup: int = 50) -
     return samples
 
 
-def summary(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered), 4),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
-        "mean_ms": round(statistics.fmean(ordered), 4),
-        "max_ms": round(ordered[-1], 4),
-    }
-
-
 def cpu_reference_ms(repeat: int = 15) -> float:
     """Median time of a fixed workload of many small numpy operations, the kind the online update runs.
 

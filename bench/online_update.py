@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import EVENT_TYPES, T0, configure, cpu_reference_ms, log, redis_server, summary, zipf_items
+from bench.common import EVENT_TYPES, T0, configure, cpu_reference_ms, log, redis_server, zipf_items
+from recloop.learning.evaluation import timing_summary
 
 FACTORS = 48
 
@@ -94,7 +95,7 @@ def bench_update(catalogue: int, users: int, buffer: int, repeat: int) -> dict[s
         "buffer_events": buffer,
         "batch_size": params.batch_size,
         "epochs": params.epochs,
-        "step": summary(samples),
+        "step": timing_summary(samples),
         "held_out_not_worse": published,
     }
 
@@ -156,7 +157,7 @@ def bench_lgbm_update(catalogue: int, users: int, queries: int, repeat: int) -> 
         "catalogue": catalogue,
         "served_queries_in_log": queries,
         "trees": model.booster.num_trees(),
-        "step_with_ranker_refit": summary(samples),
+        "step_with_ranker_refit": timing_summary(samples),
         "refits_run": refits,
     }
 
@@ -195,7 +196,7 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
             samples.append((time.perf_counter() - started) * 1000)
             steps.append(result.update_ms or 0.0)
     client.flushdb()
-    return {"catalogue": catalogue, "whole_update": summary(samples), "step_inside": summary(steps)}
+    return {"catalogue": catalogue, "whole_update": timing_summary(samples), "step_inside": timing_summary(steps)}
 
 
 def kinesis_record(event: Any, sequence: int) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100, s
     return {
         "batch_size": batch_size,
         "batches": batches,
-        "per_batch": summary(per_batch_ms),
+        "per_batch": timing_summary(per_batch_ms),
         "records_per_s": round(batch_size * batches / sum(seconds), 1),
         "s3": {"moto": "moto in process (CPU-bound emulation dominates)", "accepting": "puts accepted at once"}[
             s3_kind

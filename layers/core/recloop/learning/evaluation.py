@@ -57,7 +57,8 @@ def ratio(numerator: float, denominator: int) -> float | None:
     return round(numerator / denominator, 6) if denominator else None
 
 
-def latency_summary(samples_ms: Sequence[float]) -> dict[str, float] | None:
+def timing_summary(samples_ms: Sequence[float]) -> dict[str, float] | None:
+    """Count, median, p99, mean and maximum of timings in milliseconds (None for none); the benchmarks use it too."""
     if not samples_ms:
         return None
     ordered = sorted(samples_ms)
@@ -318,7 +319,7 @@ class ReplayRun:
             "hits": self.everyone.hits,
             "hits_known_users": self.known_users.hits,
             **{f"{part}_seconds": round(value, 2) for part, value in seconds.items()},
-            "recommend_latency": latency_summary(self.latencies_ms),
+            "recommend_latency": timing_summary(self.latencies_ms),
             **({"details": details} if details is not None else {}),
         }
 
@@ -338,7 +339,6 @@ def replay_system(
     client = connect(settings)
     client.flushdb()
     context = ReplayContext(settings, client, FeatureStore(client, settings))
-    split = split_point(events)
     warmup, stream = warmup_split(events)
     started = time.perf_counter()
     system = factory(context)
@@ -351,7 +351,7 @@ def replay_system(
         if log is not None:
             ingest, fit = warmed - started, fitted - warmed
             log(f"[{name}] warm-up: {len(warmup)} events ingested in {ingest:.1f}s, fit {fit:.1f}s")
-        run.stream(stream, split, log)
+        run.stream(stream, len(warmup), log)
         finished = time.perf_counter()
         seconds = {"wall": finished - started, "warmup_ingest": warmed - started, "fit": fitted - warmed}
         result = run.result({**seconds, "stream": finished - fitted})

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from recloop.core.events import POSITIVE_EVENTS, Interaction
+from recloop.core.events import POSITIVE_EVENTS, Interaction, K
 from recloop.core.settings import Settings
 from recloop.learning.datasets import sort_by_time, time_split
 from recloop.learning.evaluation import evaluate_offline, offline_store
@@ -142,7 +142,7 @@ class TrainingResult:
 
 def comparable_hr(metrics: dict[str, float | None]) -> float:
     """HR@10 for comparing candidate and champion: on a holdout without positives neither hit anything (0.0)."""
-    value = metrics.get("hr_at_10")
+    value = metrics.get(f"hr_at_{K}")
     return 0.0 if value is None else value
 
 
