@@ -168,7 +168,6 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
     from moto import mock_aws
 
     from recloop.adapters.objects import ObjectStore
-    from recloop.adapters.redis import Keys
     from recloop.core.settings import Settings
     from recloop.learning.online.learner import OnlineLearner
     from recloop.models.bundle import ModelKind, ModelMetadata
@@ -190,7 +189,7 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
         learner = OnlineLearner(client, registry, settings)
         for n in range(repeat):
             for event in buffer_events(rng, catalogue, users, settings.online_learning_buffer_size, T0 + n * 1000):
-                client.rpush(Keys.ONLINE_BUFFER, event.to_record())
+                learner.buffer.append_once(event)
             started = time.perf_counter()
             result = learner.update()
             samples.append((time.perf_counter() - started) * 1000)
@@ -250,7 +249,7 @@ def bench_kinesis_batches(redis_url: str, batches: int, batch_size: int = 100, s
         sqs = boto3.client("sqs", region_name="us-east-1")
         queue = sqs.create_queue(QueueName="recloop-bench-dlq")["QueueUrl"]
         consumer = StreamConsumer(
-            FeatureStore(client, settings), ObjectStore(s3, "recloop-bench"), OnlineBuffer(client)
+            FeatureStore(client, settings), ObjectStore(s3, "recloop-bench"), OnlineBuffer(client, settings)
         )
         dead_letters = DeadLetters(Queue(sqs, queue))
         seconds = []

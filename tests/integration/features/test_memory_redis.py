@@ -31,7 +31,8 @@ def events(count: int, seed: int = 3):
 
 def test_replay_gives_identical_features_and_recommendations(redis_client: redis.Redis) -> None:
     settings = Settings.from_env({"POPULARITY_CACHE_SECONDS": "0", "COOCCURRENCE_CAP": "10", "RECENT_ITEMS_CAP": "8"})
-    real, memory = FeatureStore(redis_client, settings), FeatureStore(MemoryRedis(), settings)
+    real = FeatureStore(redis_client, settings, historical=True)
+    memory = FeatureStore(MemoryRedis(), settings, historical=True)
     stream = events(1500)
     catalogue = [ItemMetadata(f"i{n}", ("Drama",) if n % 2 else ("Comedy",), f"T{n}") for n in range(130)]
     for store in (real, memory):

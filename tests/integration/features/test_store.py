@@ -25,7 +25,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def store(redis_client: redis.Redis, settings: Settings) -> FeatureStore:
-    return FeatureStore(redis_client, settings)
+    return FeatureStore(redis_client, settings, historical=True)  # the tests' clock is T0, not now
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_same_event_id_counts_once(store: FeatureStore) -> None:
 
 
 def test_recent_items_are_capped(redis_client: redis.Redis) -> None:
-    store = FeatureStore(redis_client, Settings.from_env({"RECENT_ITEMS_CAP": "5"}))
+    store = FeatureStore(redis_client, Settings.from_env({"RECENT_ITEMS_CAP": "5"}), historical=True)
     store.apply_many([event("u1", f"i{n}", t=T0 + n) for n in range(12)])
     assert redis_client.llen(Keys.user_recent("u1")) == 5
     assert store.user_profile("u1").recent[0].item_id == "i11"
@@ -109,7 +109,7 @@ def test_a_cold_user_gets_what_is_trending_rather_than_what_was_popular(
 
 def test_trending_carries_over_generations_and_never_overflows(redis_client: redis.Redis) -> None:
     """With a 1-hour half-life a generation lasts 256 hours; stored scores stay below 2^512 forever."""
-    store = FeatureStore(redis_client, Settings.from_env({"TRENDING_HALF_LIFE_HOURS": "1"}))
+    store = FeatureStore(redis_client, Settings.from_env({"TRENDING_HALF_LIFE_HOURS": "1"}), historical=True)
     hour = 3600.0
     boundary = (store.trending.generation(T0) + 1) * 256 * hour
     store.apply_many([event(f"u{n}", "a", "purchase", t=boundary - 2 * hour) for n in range(4)])

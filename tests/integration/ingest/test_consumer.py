@@ -31,7 +31,7 @@ def consumer(aws, redis_client: redis.Redis) -> StreamConsumer:
     return StreamConsumer(
         FeatureStore(redis_client, Settings.from_env({})),
         ObjectStore(aws["s3"], TEST_BUCKET),
-        OnlineBuffer(redis_client),
+        OnlineBuffer(redis_client, Settings.from_env({})),
     )
 
 
@@ -42,8 +42,8 @@ def archived(aws) -> dict[str, bytes]:
 
 def test_a_record_is_archived_applied_and_buffered(consumer: StreamConsumer, aws, redis_client) -> None:
     consumer.process(record("101"))
-    key = archive_key("shardId-000000000000", "101", T0)
-    assert key == "events/dt=2023-11-14/shardId-000000000000-101.jsonl"
+    key = archive_key(record("101").interaction)
+    assert key == "events/dt=2023-11-14/e101.jsonl"
     assert json.loads(archived(aws)[key])["event_id"] == "e101"
     assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
     assert consumer.buffer_size() == 1
@@ -86,11 +86,22 @@ def test_a_poison_record_fails_alone_with_its_reason(consumer: StreamConsumer, a
     assert archived(aws) == {} and consumer.buffer_size() == 0
 
 
-def test_the_archive_is_written_once_per_sequence_number(consumer: StreamConsumer, aws) -> None:
-    consumer.process(record("501", item="first"))
-    consumer.process(record("501", item="second"))  # same shard and sequence: the archive keeps the first
+def test_the_archive_is_written_once_per_event_id(consumer: StreamConsumer, aws) -> None:
+    consumer.process(record("501", item="first", event_id="e-5"))
+    consumer.process(record("502", item="second", event_id="e-5"))  # the same event id: the archive keeps the first
     (body,) = archived(aws).values()
     assert json.loads(body)["item_id"] == "first"
+
+
+def test_a_client_retry_on_the_stream_twice_is_archived_applied_and_buffered_once(
+    consumer: StreamConsumer, aws, redis_client
+) -> None:
+    """The event path puts a client's retry on the stream again (new sequence number, same event id)."""
+    consumer.process(record("511", event_id="retried"))
+    consumer.process(record("517", event_id="retried"))
+    assert len(archived(aws)) == 1
+    assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
+    assert consumer.buffer_size() == 1
 
 
 @pytest.fixture
@@ -116,7 +127,7 @@ def test_a_passing_failure_is_reported_for_retry_and_loses_nothing(consumer, dea
     def redis_down(*_, **__):
         raise redis.ConnectionError("connection refused")
 
-    monkeypatch.setattr(consumer.store, "apply", redis_down)
+    monkeypatch.setattr(consumer.store, "apply_many", redis_down)
     reply = process_kinesis_batch(kinesis_batch([record("701")]), consumer, dead_letters)
     assert reply == {"batchItemFailures": [{"itemIdentifier": "701"}]}
     assert "Messages" not in dead_letters.queue.sqs.receive_message(QueueUrl=dead_letters.queue.queue_url)
@@ -130,7 +141,7 @@ def test_an_archive_write_that_fails_fails_only_its_record(consumer, dead_letter
     put = consumer.objects.s3.put_object
 
     def flaky_put(**kwargs):
-        if kwargs["Key"].endswith("-802.jsonl"):
+        if kwargs["Key"].endswith("/e802.jsonl"):
             raise consumer.objects.s3.exceptions.ClientError(
                 {"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject"
             )

@@ -13,6 +13,7 @@ from recloop.adapters.objects import ObjectStore
 from recloop.adapters.redis import Keys
 from recloop.core.events import Interaction
 from recloop.core.settings import Settings
+from recloop.learning.online.buffer import OnlineBuffer
 from recloop.learning.online.checkpoints import MAX_CHECKPOINTS
 from recloop.learning.online.errors import CheckpointNotFoundError, UpdateRunningError
 from recloop.learning.online.learner import OnlineLearner
@@ -145,8 +146,9 @@ def registry(aws: dict[str, Any], redis_client: redis.Redis) -> ModelRegistry:
 
 
 def fill_buffer(redis_client: redis.Redis, events: list[Interaction]) -> None:
+    buffer = OnlineBuffer(redis_client, Settings.from_env({}))
     for e in events:
-        redis_client.rpush(Keys.ONLINE_BUFFER, e.to_record())
+        buffer.append_once(e)
 
 
 def learner_for(
@@ -211,7 +213,7 @@ def test_one_update_at_a_time(redis_client, registry) -> None:
     assert learner.status().update_running is True
 
 
-def test_redis_failing_mid_update_loses_no_event(redis_client, registry, monkeypatch) -> None:
+def test_redis_failing_before_publication_loses_no_event(redis_client, registry, monkeypatch) -> None:
     champion(registry)
     fill_buffer(redis_client, stream_with_new_item(40))
     learner = learner_for(redis_client, registry)
@@ -219,13 +221,63 @@ def test_redis_failing_mid_update_loses_no_event(redis_client, registry, monkeyp
     def broken(*args: Any, **kwargs: Any) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    monkeypatch.setattr(redis_client, "ltrim", broken)
+    monkeypatch.setattr(learner, "_served_newest_first", broken)
+    monkeypatch.setattr(learner.checkpoints, "save", broken)
     with pytest.raises(redis.ConnectionError):
         learner.update()
     monkeypatch.undo()
     assert redis_client.llen(Keys.ONLINE_BUFFER) == 60  # nothing drained
     assert redis_client.get(Keys.ONLINE_LOCK) is None  # the lock is released for the retry
     assert learner.update().outcome is UpdateOutcome.PUBLISHED  # the retry uses the same events
+
+
+def test_an_update_retried_after_its_publication_does_not_learn_the_same_events_twice(
+    redis_client, registry, monkeypatch
+) -> None:
+    """Redis failed at the trim, after the new champion was published: the retry skips what it has learned."""
+    champion(registry)
+    fill_buffer(redis_client, stream_with_new_item(40))
+    learner = learner_for(redis_client, registry)
+    trim = learner.buffer.trim_through
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(learner.buffer, "trim_through", broken)
+    with pytest.raises(redis.ConnectionError):
+        learner.update()
+    monkeypatch.setattr(learner.buffer, "trim_through", trim)
+    published = registry.champion(use_cache=False).version
+    assert published != "mf-online-test-0" and redis_client.llen(Keys.ONLINE_BUFFER) == 60
+    assert registry.get(published).online_position.sequence == 40
+
+    assert learner.update().outcome is UpdateOutcome.EMPTY  # it read only what was learned, and dropped it
+    assert redis_client.llen(Keys.ONLINE_BUFFER) == 20
+    assert sorted(m.version for m in registry.list_versions()) == sorted(["mf-online-test-0", published])
+    assert registry.champion(use_cache=False).version == published
+
+
+def test_an_operators_rollback_during_an_update_stands(redis_client, registry, monkeypatch) -> None:
+    """The update started from the champion it read; if that changed meanwhile, the update's result is discarded."""
+    other = "mf-online-test-op"
+    champion(registry, version=other)
+    champion(registry)
+    fill_buffer(redis_client, stream_with_new_item(40))
+    learner = learner_for(redis_client, registry)
+    save = learner.checkpoints.save
+
+    def operator_promotes_meanwhile(version: str, reason: str) -> Any:
+        saved = save(version, reason)
+        registry.promote(other, reason="operator")
+        return saved
+
+    monkeypatch.setattr(learner.checkpoints, "save", operator_promotes_meanwhile)
+    result = learner.update()
+    assert result.outcome is UpdateOutcome.SUPERSEDED and result.to_version is None
+    pointer = registry.champion(use_cache=False)
+    assert pointer.version == other and pointer.reason == "operator"
+    assert sorted(m.version for m in registry.list_versions()) == ["mf-online-test-0", other]  # no orphan
+    assert redis_client.llen(Keys.ONLINE_BUFFER) == 60  # kept for an update of the operator's champion
 
 
 def test_an_update_whose_publication_fails_starts_over_from_the_champion(redis_client, registry, monkeypatch) -> None:

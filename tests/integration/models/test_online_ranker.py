@@ -16,6 +16,7 @@ from recloop.core.events import Interaction
 from recloop.core.settings import Settings
 from recloop.features.store import FeatureStore
 from recloop.handlers.http.schemas import InteractionIn
+from recloop.learning.online.buffer import OnlineBuffer
 from recloop.learning.online.learner import SERVED_LOG_PAGE, OnlineLearner
 from recloop.learning.online.results import UpdateOutcome
 from recloop.learning.online.update import apply_update, online_hyperparameters
@@ -264,7 +265,7 @@ def ranked(redis_client: redis.Redis) -> tuple[Settings, FeatureStore, Any, list
         MFHyperparameters(factors=8, iterations=4),
         RankerHyperparameters(negatives_per_query=5, max_queries=200, rounds=10, min_data_in_leaf=5),
     )
-    store = FeatureStore(redis_client, settings)
+    store = FeatureStore(redis_client, settings, historical=True)
     store.apply_many(history)
     return settings, store, model, history
 
@@ -325,10 +326,11 @@ def test_the_learner_refits_an_lgbm_champion_from_the_log_in_redis(redis_client:
     served_model = TrainedModel("lgbm-online-0", ModelKind.LGBM, model, store, settings)
     logging = settings.model_copy(update={"feature_log_cap": 5000, "online_learning_buffer_size": 60})
     recommender = Recommender(store, logging, lambda: served_model)
+    buffer = OnlineBuffer(redis_client, logging)
     t = T0 + 20_000
     for u in range(60):  # each user is served (the request logs its features), then likes the top item shown
         result = recommender.recommend(f"user{u}", 5, now=t)
-        redis_client.rpush(Keys.ONLINE_BUFFER, event(f"user{u}", result.items[0].item_id, t + 1).to_record())
+        buffer.append_once(event(f"user{u}", result.items[0].item_id, t + 1))
         t += 10
 
     outcome = OnlineLearner(redis_client, registry, logging).update()

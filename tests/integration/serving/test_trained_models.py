@@ -45,7 +45,7 @@ def two_tastes(users: int = 30, t0: float = T0) -> list[Interaction]:
 def test_mf_folds_in_a_new_user_after_one_event(redis_client: redis.Redis) -> None:
     history = two_tastes()
     mf = train_mf(history, SMALL_MF)
-    store = FeatureStore(redis_client, SETTINGS)
+    store = FeatureStore(redis_client, SETTINGS, historical=True)
     store.apply_many(history)
     served = TrainedModel("mf-test", ModelKind.MF, mf, store, SETTINGS)
     recommender = Recommender(store, SETTINGS, lambda: served)
@@ -122,7 +122,7 @@ def registry(aws, redis_client: redis.Redis) -> ModelRegistry:
 def test_champion_provider_serves_the_champion_and_keeps_it_when_a_new_one_fails(
     registry: ModelRegistry, redis_client: redis.Redis, aws, tmp_path
 ) -> None:
-    store = FeatureStore(redis_client, SETTINGS)
+    store = FeatureStore(redis_client, SETTINGS, historical=True)
     provider = ChampionProvider(lambda: registry, store, SETTINGS, check_seconds=0, cache_dir=tmp_path)
     assert provider() is None  # empty registry: the built-in scorers serve
 

@@ -32,6 +32,9 @@ class MemoryRedis:
         self.strings[key] = str(value)
         return True
 
+    def get(self, key: str) -> str | None:
+        return self.strings.get(key)
+
     def expire(self, key: str, seconds: int) -> bool:
         return True  # an offline replay is short-lived; nothing expires during it
 
@@ -66,6 +69,10 @@ class MemoryRedis:
 
     def hget(self, key: str, field: str) -> str | None:
         return self.hashes.get(key, {}).get(field)
+
+    def hmget(self, key: str, fields: Iterable[str]) -> list[str | None]:
+        table = self.hashes.get(key, {})
+        return [table.get(f) for f in fields]
 
     def hgetall(self, key: str) -> dict[str, str]:
         return dict(self.hashes.get(key, {}))

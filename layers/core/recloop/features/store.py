@@ -1,25 +1,59 @@
 """Real-time feature store on Redis.
 
-Applying an event costs two pipelined round trips: the first claims the event id (so a retried
-event is counted once) and reads the user's recent items; the second updates user, item, global
-popularity and item-to-item co-occurrence together.
+Applying events costs two round trips, and an event is counted once however often it is applied:
+
+1. a pipeline claims each event id with a short "pending" claim (SET NX with PENDING_CLAIM_SECONDS) and reads the
+   user's recent items and the decay epoch;
+2. one MULTI/EXEC transaction updates user, item, global popularity and co-occurrence, and turns each claim into a
+   "done" claim kept for the de-duplication window.
+
+So a failure anywhere (Redis killed, a Lambda timed out) leaves each event either applied in full with a done
+claim, or not applied with a pending claim that expires within seconds; the stream consumer then applies it. A
+pending claim is never taken over while its holder may still apply: an applier abandons its transaction if it
+could not send it within APPLY_DEADLINE_SECONDS of claiming, well inside the claim's lifetime.
+
+On a Redis Cluster a transaction cannot span slots, so the update is a plain pipeline there: a node failing in the
+middle of it can leave part of an event applied (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import math
+import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import lru_cache
 
-from recloop.adapters.redis import Keys, RedisClient
+from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
+from recloop.core.errors import UnavailableError
 from recloop.core.events import CONVERSION_EVENTS, EVENT_WEIGHTS, EventType, Interaction
 from recloop.core.settings import Settings
 from recloop.features.decay import DecayClock
 from recloop.features.trending import TrendingRanking
 
-# How long an event id is remembered for de-duplication of client and stream retries.
-EVENT_ID_TTL_SECONDS = 7 * 86_400
+# How long a claim of an event being applied lives: far longer than an apply (two round trips), short enough that
+# the stream consumer takes over soon after an applier died.
+PENDING_CLAIM_SECONDS = 10
+# An applier sends its transaction within this of claiming, or abandons it (so it can never apply late, after
+# its claim expired and someone else applied the same event).
+APPLY_DEADLINE_SECONDS = 4.0
+# The value of a claim whose event is applied.
+DONE = "done"
+
+
+class ApplyOutcome(StrEnum):
+    APPLIED = "applied"  # this call applied the event
+    DUPLICATE = "duplicate"  # applied before (a client retry or a stream redelivery)
+    IN_FLIGHT = "in_flight"  # another applier holds its pending claim; it may or may not complete
+
+
+class FeatureUpdateAbandonedError(UnavailableError):
+    """The update was not sent in time (or features are paused for a decay rescale); the claims expire and the
+    stream consumer applies the events."""
+
+    code = "features_unavailable"
 
 
 @dataclass(frozen=True)
@@ -67,47 +101,95 @@ class ItemMetadata:
 
 
 class FeatureStore:
-    def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
+    def __init__(self, redis_client: RedisClient, settings: Settings, *, historical: bool = False) -> None:
+        """`historical`: the events are a log replayed in time order (offline evaluation and training), so the
+        decay epoch is the first event's time; live, it is the server's time when first needed."""
         self.redis = redis_client
         self.settings = settings
-        self.clock = DecayClock(redis_client, settings.half_life_seconds)
+        self.clock = DecayClock(redis_client, settings.half_life_seconds, historical=historical)
         self.trending = TrendingRanking(redis_client, settings.trending_half_life_seconds)
+        # A transaction makes each batch's update all-or-nothing; a cluster cannot run one across slots.
+        self._transactional = not settings.redis_cluster
+        self._dedup_seconds = int(settings.deduplication_window_hours * 3600)
 
     # -- writes ---------------------------------------------------------------------------------
 
     def apply(self, event: Interaction) -> bool:
         """Update every feature the event touches. Returns False if the event id was seen before."""
-        return self.apply_many([event])[0]
+        return self.apply_many([event])[0] is ApplyOutcome.APPLIED
 
-    def apply_many(self, events: Sequence[Interaction]) -> list[bool]:
-        """Apply events in order; each returned flag says whether that event was new."""
+    def apply_many(self, events: Sequence[Interaction]) -> list[ApplyOutcome]:
+        """Apply events in order, each at most once; one outcome per event.
+
+        Raises a Redis error or FeatureUpdateAbandonedError when nothing of the batch was applied (the claims it
+        took expire within PENDING_CLAIM_SECONDS)."""
         if not events:
             return []
+        claimed_at = time.monotonic()
+        token = secrets.token_hex(8)
         window = self.settings.cooccurrence_window
         claim = self.redis.pipeline(transaction=False)
+        claim.hmget(Keys.DECAY, DecayClock.FIELDS)
         for event in events:
-            claim.set(Keys.user_event_seen(event.user_id, event.event_id), 1, nx=True, ex=EVENT_ID_TTL_SECONDS)
+            seen = Keys.user_event_seen(event.user_id, event.event_id)
+            claim.set(seen, token, nx=True, ex=PENDING_CLAIM_SECONDS)
+            claim.get(seen)
             claim.lrange(Keys.user_recent(event.user_id), 0, window - 1)
         replies = claim.execute()
+        self.clock.observe(replies[0])
 
-        applied: list[bool] = []
-        recent_by_user: dict[str, list[RecentInteraction]] = {}
-        update = self.redis.pipeline(transaction=False)
+        outcomes: list[ApplyOutcome] = []
+        claimed: set[str] = set()
         for index, event in enumerate(events):
-            is_new = bool(replies[2 * index])
-            applied.append(is_new)
-            if not is_new:
+            taken, holder = replies[1 + 3 * index], replies[2 + 3 * index]
+            if taken:
+                claimed.add(event.event_id)
+                outcomes.append(ApplyOutcome.APPLIED)
+            elif holder == DONE or (holder == token and event.event_id in claimed) or holder == "1":
+                outcomes.append(ApplyOutcome.DUPLICATE)  # "1": the done mark of earlier releases
+            else:
+                outcomes.append(ApplyOutcome.IN_FLIGHT)
+        if not claimed:
+            return outcomes
+        if self.clock.paused():
+            self._release(events, outcomes, token)
+            raise FeatureUpdateAbandonedError("feature updates are paused while the decay epoch is rescaled")
+
+        recent_by_user: dict[str, list[RecentInteraction]] = {}
+        update = self.redis.pipeline(transaction=self._transactional)
+        for index, event in enumerate(events):
+            if outcomes[index] is not ApplyOutcome.APPLIED:
                 continue
             # Events of one user in one batch see each other, as they would one at a time.
             recent = recent_by_user.setdefault(
-                event.user_id, [RecentInteraction.decode(raw) for raw in replies[2 * index + 1]]
+                event.user_id, [RecentInteraction.decode(raw) for raw in replies[3 + 3 * index]]
             )
             self._queue_update(update, event, recent)
             recent.insert(0, RecentInteraction(event.item_id, event.event_type, event.timestamp))
             del recent[window:]
-        if any(applied):
-            update.execute()
-        return applied
+            update.set(Keys.user_event_seen(event.user_id, event.event_id), DONE, ex=self._dedup_seconds)
+        if time.monotonic() - claimed_at > APPLY_DEADLINE_SECONDS:
+            raise FeatureUpdateAbandonedError("the feature update was not sent in time; the stream consumer applies it")
+        update.execute()
+        return outcomes
+
+    def apply_waiting(self, event: Interaction, timeout: float = PENDING_CLAIM_SECONDS + 1.0) -> ApplyOutcome:
+        """Apply one event; while another applier holds its pending claim, wait for that claim to be done or to
+        expire (then apply it here). The stream consumer's path: it must neither skip nor double an event."""
+        deadline = time.monotonic() + timeout
+        pause = 0.02
+        while True:
+            outcome = self.apply_many([event])[0]
+            if outcome is not ApplyOutcome.IN_FLIGHT or time.monotonic() >= deadline:
+                return outcome
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _release(self, events: Sequence[Interaction], outcomes: list[ApplyOutcome], token: str) -> None:
+        """Give up the pending claims this call took, so the consumer need not wait for them to expire."""
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome is ApplyOutcome.APPLIED:
+                self.redis.eval(DELETE_IF_EQUAL, 1, Keys.user_event_seen(event.user_id, event.event_id), token)
 
     def _queue_update(self, pipe, event: Interaction, recent: list[RecentInteraction]) -> None:
         weight = event.weight
@@ -153,6 +235,52 @@ class FeatureStore:
             pipe.zremrangebyrank(other_co, 0, -cap - 1)
         if partners:
             pipe.zremrangebyrank(this_co, 0, -cap - 1)
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def rescale_decay(self, now: float | None = None, log: Callable[[str], None] = lambda _: None) -> dict[str, float]:
+        """Move the decay epoch to `now`, rescaling every stored decayed value to it (decayed values unchanged).
+
+        Feature updates pause meanwhile (appliers see the pause with their claims and leave their events to the
+        stream consumer, which retries), since a value written with the old epoch into a rescaled key, or the
+        reverse, would be off by the whole shift. Each key is rewritten in one command, so readers see it
+        scaled either way, never half."""
+        now = round(time.time() if now is None else now, 3)
+        old_epoch = self.clock.epoch(now)
+        factor = math.pow(2.0, -(now - old_epoch) / self.settings.half_life_seconds)
+        pause_seconds = 3 * APPLY_DEADLINE_SECONDS
+        self.redis.hset(Keys.DECAY, "paused_until", repr(time.time() + pause_seconds + 300))
+        # Appliers that read the epoch before the pause send their transaction within APPLY_DEADLINE_SECONDS.
+        time.sleep(APPLY_DEADLINE_SECONDS + self.settings.redis_timeout_seconds)
+        counts = {"user_hashes": 0, "item_hashes": 0, "cooccurrence_sets": 0}
+        for pattern, fieldname, counter in (
+            (Keys.USER_FEATURES_PATTERN, "eng", "user_hashes"),
+            (Keys.ITEM_FEATURES_PATTERN, "pop", "item_hashes"),
+        ):
+            for key in self.redis.scan_iter(match=pattern, count=1000):
+                value = self.redis.hget(key, fieldname)
+                if value is not None:
+                    self.redis.hset(key, fieldname, repr(float(value) * factor))
+                    counts[counter] += 1
+            log(f"rescaled {counts[counter]} {counter.replace('_', ' ')}")
+        for key in self.redis.scan_iter(match=Keys.COOCCURRENCE_PATTERN, count=1000):
+            members = self.redis.zrange(key, 0, -1, withscores=True)
+            if members:
+                self.redis.zadd(key, {member: score * factor for member, score in members})
+                counts["cooccurrence_sets"] += 1
+        log(f"rescaled {counts['cooccurrence_sets']} co-occurrence sets")
+        self.redis.delete(Keys.POPULARITY_RESCALED)
+        popular = 0
+        for chunk in _chunks(self.redis.zscan_iter(Keys.POPULARITY, count=1000), 1000):
+            self.redis.zadd(Keys.POPULARITY_RESCALED, {member: score * factor for member, score in chunk})
+            popular += len(chunk)
+        if popular:
+            self.redis.rename(Keys.POPULARITY_RESCALED, Keys.POPULARITY)
+        log(f"rescaled {popular} popularity scores")
+        self.redis.hset(Keys.DECAY, "epoch", repr(now))
+        self.redis.hdel(Keys.DECAY, "paused_until")
+        self.clock.observe((repr(now), None))
+        return {"old_epoch": old_epoch, "new_epoch": now, "factor": factor, "popularity": popular, **counts}
 
     def upsert_items(self, items: Iterable[ItemMetadata], now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -220,3 +348,14 @@ class FeatureStore:
         for item_id in item_ids:
             pipe.hgetall(Keys.item_features(item_id))
         return pipe.execute() if item_ids else []
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,9 +1,11 @@
 """The stream consumer's per-record work: archive, apply features once, buffer for online learning.
 
-Every step is idempotent, so a redelivered Kinesis batch changes nothing the second time:
-- the archive key is derived from shard and sequence number, written only if absent;
-- features are applied through the event-id claim (the event path may already have applied them);
-- the online-learning buffer takes a record only after claiming its sequence number.
+Every step is keyed by the event id, so a redelivered Kinesis batch, or a client's retry that the event path put
+on the stream a second time, changes nothing the second time:
+- the archive key is derived from the event id, written only if absent;
+- features are applied through the event-id claim (the event path may already have applied them; while it is
+  applying them, the consumer waits for its claim to be done or to expire, then applies them itself);
+- the online-learning buffer claims the event id in the script that appends the event.
 A record that is not a valid interaction fails alone with its reason.
 """
 
@@ -19,13 +21,18 @@ from pydantic import ValidationError
 
 from recloop.adapters.objects import ObjectStore
 from recloop.adapters.queues import Queue
+from recloop.core.errors import UnavailableError
 from recloop.core.events import Interaction
-from recloop.features.store import FeatureStore
+from recloop.features.store import ApplyOutcome, FeatureStore
 from recloop.learning.online.buffer import OnlineBuffer
 
 ARCHIVE_PREFIX = "events/"
 # Concurrent archive writes per batch: botocore's default connection pool holds 10.
 ARCHIVE_CONCURRENCY = 10
+
+
+class FeaturesInFlightError(UnavailableError):
+    """Another applier held the event's claim past the wait (it should expire by then): the record is retried."""
 
 
 class PoisonRecordError(ValueError):
@@ -47,9 +54,9 @@ class StreamRecord:
             raise PoisonRecordError(f"not an interaction ({reasons})") from exc
 
 
-def archive_key(shard_id: str, sequence_number: str, timestamp: float) -> str:
-    day = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-    return f"{ARCHIVE_PREFIX}dt={day}/{shard_id}-{sequence_number}.jsonl"
+def archive_key(event: Interaction) -> str:
+    day = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%d")
+    return f"{ARCHIVE_PREFIX}dt={day}/{event.event_id}.jsonl"
 
 
 class StreamConsumer:
@@ -63,8 +70,9 @@ class StreamConsumer:
         event = record.interaction
         if archive:
             self._archive(record, event)
-        self.store.apply(event)  # a no-op when the event path already applied it
-        self.buffer.append_once(record.shard_id, record.sequence_number, event)
+        if self.store.apply_waiting(event) is ApplyOutcome.IN_FLIGHT:
+            raise FeaturesInFlightError(f"event {event.event_id} is still being applied elsewhere; retry the record")
+        self.buffer.append_once(event)
         return event
 
     def archive_many(self, records: Sequence[StreamRecord]) -> dict[str, Exception]:
@@ -94,7 +102,7 @@ class StreamConsumer:
         return failures
 
     def _archive(self, record: StreamRecord, event: Interaction) -> None:
-        key = archive_key(record.shard_id, record.sequence_number, event.timestamp)
+        key = archive_key(event)
         # Already archived (a redelivery) is success; anything else fails the record for retry.
         self.objects.put_if_absent(key, event.to_record() + b"\n", "application/x-ndjson")
 

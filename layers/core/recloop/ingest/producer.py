@@ -4,8 +4,10 @@ Order matters for durability. An event is written to Kinesis before any feature 
 stream refuses it, the client gets 503 and nothing was written anywhere, so a retry is clean. Once
 the stream holds it, the event is durable; the features are then updated at once. Should Redis
 fail after the stream accepted the event, the answer says ``features_updated: false`` and the
-stream consumer applies the same event later. Feature updates claim the event id first, so an
-event applied twice (by this path and by the consumer, or by a client retry) counts once.
+stream consumer applies the same event later: the store's update is all-or-nothing and its claim
+on the event id only "pending" until then (recloop.features.store). Feature updates claim the
+event id first, so an event applied twice (by this path and by the consumer, or by a client
+retry) counts once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from aws_lambda_powertools import Logger
 
 from recloop.adapters.redis import REDIS_ERRORS
 from recloop.adapters.stream import StreamUnavailableError
+from recloop.core.errors import UnavailableError
 from recloop.core.events import Interaction
-from recloop.features.store import FeatureStore
+from recloop.features.store import ApplyOutcome, FeatureStore
 
 logger = Logger(child=True)
 
@@ -55,20 +58,24 @@ class IngestService:
             raise StreamUnavailableError(errors[0] or "stream refused every event")
         stored = [event for event, error in zip(events, errors, strict=True) if error is None]
         try:
-            fresh = dict(zip((e.event_id for e in stored), self.store.apply_many(stored), strict=True))
-            features_updated = True
-        except REDIS_ERRORS as exc:
+            outcomes = dict(zip((e.event_id for e in stored), self.store.apply_many(stored), strict=True))
+        except (*REDIS_ERRORS, UnavailableError) as exc:
+            # Nothing of the batch was applied; its claims expire and the stream consumer applies every event.
             logger.warning("feature update deferred to the stream consumer", extra={"error": repr(exc)})
-            fresh, features_updated = {}, False
-        return [
-            IngestResult(
-                event=event,
-                error=error,
-                features_updated=features_updated and error is None,
-                duplicate=error is None and features_updated and not fresh.get(event.event_id, True),
+            outcomes = {}
+        results = []
+        for event, error in zip(events, errors, strict=True):
+            outcome = outcomes.get(event.event_id) if error is None else None
+            results.append(
+                IngestResult(
+                    event=event,
+                    error=error,
+                    # In flight: another request holds the event's claim; if it fails, the consumer applies it.
+                    features_updated=outcome in (ApplyOutcome.APPLIED, ApplyOutcome.DUPLICATE),
+                    duplicate=outcome is ApplyOutcome.DUPLICATE,
+                )
             )
-            for event, error in zip(events, errors, strict=True)
-        ]
+        return results
 
 
 def received_now() -> float:

@@ -338,7 +338,7 @@ def replay_system(
     settings = Settings.from_env({"REDIS_URL": redis_url, **REPLAY_SETTINGS_OVERRIDES})
     client = connect(settings)
     client.flushdb()
-    context = ReplayContext(settings, client, FeatureStore(client, settings))
+    context = ReplayContext(settings, client, FeatureStore(client, settings, historical=True))
     warmup, stream = warmup_split(events)
     started = time.perf_counter()
     system = factory(context)
@@ -389,7 +389,7 @@ def replay_report(
 
 def offline_store(settings: Settings, history: Sequence[Interaction] = ()) -> FeatureStore:
     """A feature store in process memory holding `history`, as Redis would after those events."""
-    store = FeatureStore(MemoryRedis(), settings)
+    store = FeatureStore(MemoryRedis(), settings, historical=True)
     ReplayContext(settings, store.redis, store).apply(history)
     return store
 

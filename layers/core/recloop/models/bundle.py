@@ -35,6 +35,14 @@ class DataWindow(BaseModel):
     interactions: int = 0
 
 
+class OnlinePosition(BaseModel):
+    """A position in the online-learning buffer (recloop.learning.online.buffer): which buffer, and the sequence
+    number of the last event learned."""
+
+    buffer_id: str
+    sequence: int
+
+
 class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -48,6 +56,9 @@ class ModelMetadata(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 of its bytes")
+    online_position: OnlinePosition | None = Field(
+        None, description="online updates: how far into the online-learning buffer this version has learned"
+    )
 
 
 class ModelBundle:

@@ -119,14 +119,19 @@ class Champion:
             logger.error("champion pointer is unreadable", extra={"error": str(exc)})
             return None, etag
 
-    def promote(self, version: str, reason: str = "") -> ChampionPointer:
+    def promote(self, version: str, reason: str = "", *, expected_current: str | None = None) -> ChampionPointer:
         """Make a version the champion, after loading it exactly as serving would.
 
         A version that is missing files, fails its checksums, has an unknown format or kind, or whose
         loader fails is refused with CorruptModelError and the champion is left as it was. Promoting the
-        current champion changes nothing and returns its pointer (safe to retry).
+        current champion changes nothing and returns its pointer (safe to retry). With `expected_current`,
+        the promotion is a compare-and-swap: ConcurrentPromotionError, and nothing changes, unless that version
+        is still the champion when the pointer is written (what an automatic change based on the champion it
+        read must use, so that it never overrides an operator's promotion or rollback made meanwhile).
         """
-        return self._move(version, reason, expected_current=None, check_expected=False)
+        return self._move(
+            version, reason, expected_current=expected_current, check_expected=expected_current is not None
+        )
 
     def rollback(self, reason: str = "") -> ChampionPointer:
         """Point the champion back at the previous version.
@@ -139,10 +144,18 @@ class Champion:
             raise NoPreviousVersionError("there is no champion to roll back")
         if current.previous_version is None:
             raise NoPreviousVersionError(f"champion {current.version!r} has no previous version to roll back to")
-        return self._move(current.previous_version, reason, expected_current=current.version, check_expected=True)
+        return self._move(
+            current.previous_version, reason, expected_current=current.version, check_expected=True, action="rollback"
+        )
 
     def _move(
-        self, version: str, reason: str, *, expected_current: str | None, check_expected: bool
+        self,
+        version: str,
+        reason: str,
+        *,
+        expected_current: str | None,
+        check_expected: bool,
+        action: str = "promote",
     ) -> ChampionPointer:
         check_version_id(version)
         try:
@@ -155,7 +168,8 @@ class Champion:
             current_version = current.version if current else None
             if check_expected and current_version != expected_current:
                 raise ConcurrentPromotionError(
-                    f"the champion changed to {current_version!r} while rolling back from {expected_current!r}"
+                    f"the champion changed from {expected_current!r} to {current_version!r}; {version!r} was not made champion",
+                    version=version,
                 )
             if current is not None and current.version == version:
                 self.cache.put(current)
@@ -169,7 +183,7 @@ class Champion:
             "champion changed",
             extra={"model_version": version, "previous_version": pointer.previous_version, "reason": reason},
         )
-        self.history.record(pointer.model_dump(), "rollback" if check_expected else "promote")
+        self.history.record(pointer.model_dump(), action)
         self.cache.put(pointer)
         return pointer
 

@@ -61,8 +61,8 @@ class ModelRegistry:
     def champion(self, *, use_cache: bool = True) -> ChampionPointer | None:
         return self.champion_pointer.current(use_cache=use_cache)
 
-    def promote(self, version: str, reason: str = "") -> ChampionPointer:
-        return self.champion_pointer.promote(version, reason)
+    def promote(self, version: str, reason: str = "", *, expected_current: str | None = None) -> ChampionPointer:
+        return self.champion_pointer.promote(version, reason, expected_current=expected_current)
 
     def rollback(self, reason: str = "") -> ChampionPointer:
         return self.champion_pointer.rollback(reason)

@@ -1,41 +1,111 @@
-"""The online-learning buffer: stream records waiting for the next update, in a Redis list.
+"""The online-learning buffer: stream events waiting for the next update, in a Redis list.
 
-The stream consumer appends each record once (its sequence number is claimed in the same script); an update reads
-from the head and drops what it used only after publishing, so a failure leaves the events for the retry.
+- Each event enters once: its event id is claimed in the same script that appends it, so a stream redelivery or
+  a client's retry put on the stream again (same event id, new sequence number) is buffered once.
+- Each entry carries a sequence number of this buffer, increasing. An update publishes, with its model version,
+  the sequence it consumed through (`OnlinePosition`; its `buffer_id` tells buffers apart, as a Redis that lost
+  its data starts a new buffer whose sequence numbers restart), and the buffer drops entries only up to a
+  position; so an
+  update retried after its publication (trimming failed, the Lambda timed out) skips what the champion has
+  already learned instead of learning it twice.
+- The buffer is bounded (Settings.buffer_limit): past it, the oldest entries are dropped and counted
+  (`dropped`); online learning then sees the newest events, and the archive keeps every event for retraining.
+
+All keys share the {olb} slot, so each script runs on one node of a cluster.
 """
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
+
 from recloop.adapters.redis import Keys, RedisClient
 from recloop.core.events import Interaction
+from recloop.core.settings import Settings
+from recloop.models.bundle import OnlinePosition
 
-BUFFER_SEEN_TTL_SECONDS = 7 * 86_400
-# Claim the sequence number and append in one step (both keys share the {olb} slot: cluster-safe).
-BUFFER_ONCE = """
-if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then
-  return redis.call('RPUSH', KEYS[2], ARGV[1])
+# KEYS: event claim, buffer, sequence counter, stats. ARGV: record, claim TTL, limit.
+APPEND_ONCE = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[2]) then
+  return 0
 end
-return 0
+local sequence = redis.call('INCR', KEYS[3])
+local length = redis.call('RPUSH', KEYS[2], sequence .. ' ' .. ARGV[1])
+local over = length - tonumber(ARGV[3])
+if over > 0 then
+  redis.call('LTRIM', KEYS[2], over, -1)
+  redis.call('HINCRBY', KEYS[4], 'dropped', over)
+end
+return sequence
+"""
+# KEYS: buffer, consumed marker. ARGV: sequence. Drop head entries up to it; the marker only moves forward.
+TRIM_THROUGH = """
+local through = tonumber(ARGV[1])
+local dropped = 0
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or tonumber(string.match(head, '^(%d+) ')) > through then break end
+  redis.call('LPOP', KEYS[1])
+  dropped = dropped + 1
+end
+if through > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], through)
+end
+return dropped
 """
 
 
-class OnlineBuffer:
-    def __init__(self, redis_client: RedisClient) -> None:
-        self.redis = redis_client
-        self._append_once = redis_client.register_script(BUFFER_ONCE)
+@dataclass(frozen=True)
+class BufferedEvent:
+    sequence: int
+    event: Interaction
 
-    def append_once(self, shard_id: str, sequence_number: str, event: Interaction) -> None:
-        """Buffer a stream record unless this shard's sequence number was buffered before."""
-        seen = Keys.online_buffer_seen(shard_id, sequence_number)
-        self._append_once(keys=[seen, Keys.ONLINE_BUFFER], args=[event.to_record(), BUFFER_SEEN_TTL_SECONDS])
+
+class OnlineBuffer:
+    def __init__(self, redis_client: RedisClient, settings: Settings) -> None:
+        self.redis = redis_client
+        self.limit = settings.buffer_limit
+        # Remembered as long as a repeat may arrive: the de-duplication window.
+        self.claim_seconds = int(settings.deduplication_window_hours * 3600)
+        self._append_once = redis_client.register_script(APPEND_ONCE)
+        self._trim_through = redis_client.register_script(TRIM_THROUGH)
+
+    def append_once(self, event: Interaction) -> int:
+        """Buffer an event unless its id was buffered before; its sequence number, or 0 for a repeat."""
+        keys = [Keys.online_buffer_event(event.event_id), Keys.ONLINE_BUFFER, Keys.ONLINE_SEQUENCE, Keys.ONLINE_STATS]
+        return int(self._append_once(keys=keys, args=[event.to_record(), self.claim_seconds, self.limit]))
 
     def size(self) -> int:
         return int(self.redis.llen(Keys.ONLINE_BUFFER))
 
-    def oldest(self, count: int) -> list[Interaction]:
+    def oldest(self, count: int) -> list[BufferedEvent]:
         """Up to `count` events from the head, oldest first."""
-        raw = self.redis.lrange(Keys.ONLINE_BUFFER, 0, count - 1)
-        return [Interaction.model_validate_json(line) for line in raw]
+        entries = []
+        for raw in self.redis.lrange(Keys.ONLINE_BUFFER, 0, count - 1):
+            sequence, record = raw.split(" ", 1)
+            entries.append(BufferedEvent(int(sequence), Interaction.model_validate_json(record)))
+        return entries
 
-    def drop_oldest(self, count: int) -> None:
-        self.redis.ltrim(Keys.ONLINE_BUFFER, count, -1)
+    def buffer_id(self) -> str:
+        """This buffer's identity, made by the first process that asks."""
+        self.redis.set(Keys.ONLINE_BUFFER_ID, secrets.token_hex(8), nx=True)
+        return str(self.redis.get(Keys.ONLINE_BUFFER_ID))
+
+    def position(self, sequence: int) -> OnlinePosition:
+        return OnlinePosition(buffer_id=self.buffer_id(), sequence=sequence)
+
+    def consumed_through(self, published: OnlinePosition | None = None) -> int:
+        """The sequence up to which events were learned: the buffer's marker, or a published position of this
+        buffer if it is further (an update that published but did not get to trim)."""
+        marker = int(self.redis.get(Keys.ONLINE_CONSUMED) or 0)
+        if published is not None and published.buffer_id == self.buffer_id():
+            return max(marker, published.sequence)
+        return marker
+
+    def trim_through(self, sequence: int) -> int:
+        """Drop the entries up to `sequence` and record it as consumed; how many were dropped."""
+        return int(self._trim_through(keys=[Keys.ONLINE_BUFFER, Keys.ONLINE_CONSUMED], args=[sequence]))
+
+    def dropped(self) -> int:
+        """Entries dropped because the buffer was full."""
+        return int(self.redis.hget(Keys.ONLINE_STATS, "dropped") or 0)

@@ -9,8 +9,11 @@ ONLINE_LEARNING_BUFFER_SIZE events (or on a manual trigger), one update runs und
 3. if the held-out error did not get worse, the result is registered as a new version (parent = the
    champion) and promoted, so recommend functions serve it within MODEL_CHECK_SECONDS; otherwise nothing
    is published and the update counts as rolled back;
+   The promotion is a compare-and-swap on the champion the update started from: if an operator promoted or
+   rolled back meanwhile, their choice stands and the update's result is discarded;
 4. the events used are removed from the buffer only then, so a failure (Redis or S3 down) leaves them for
-   the retry.
+   the retry. The published version records how far into the buffer it learned (`OnlinePosition`), so a retry
+   after publication skips those events rather than learning them twice.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class OnlineLearner:
         self.registry = registry
         self.settings = settings
         self._params = params
-        self.buffer = OnlineBuffer(redis)
+        self.buffer = OnlineBuffer(redis, settings)
         self.lock = UpdateLock(redis)
         self.stats = OnlineStats(redis)
         self._loaded: tuple[str, Any] | None = None  # (version, model): the last champion loaded
@@ -82,13 +85,21 @@ class OnlineLearner:
         return result
 
     def _update(self) -> UpdateResult:
-        events = self.buffer.oldest(self.settings.online_learning_buffer_size)
-        if not events:
-            return UpdateResult(outcome=UpdateOutcome.EMPTY)
         pointer = self.registry.champion(use_cache=False)
         metadata = self.registry.get(pointer.version) if pointer else None
+        # What the champion has learned already is never learned again: an update that published and then
+        # failed to trim (or timed out) left those events at the head of the buffer.
+        learned = self.buffer.consumed_through(metadata.online_position if metadata else None)
+        entries = self.buffer.oldest(self.settings.online_learning_buffer_size)
+        if entries and entries[0].sequence <= learned:
+            self.buffer.trim_through(learned)
+            entries = [entry for entry in entries if entry.sequence > learned]
+        if not entries:
+            return UpdateResult(outcome=UpdateOutcome.EMPTY)
+        through = entries[-1].sequence
+        events = [entry.event for entry in entries]
         if metadata is None or metadata.kind not in UPDATABLE_KINDS:
-            self.buffer.drop_oldest(len(events))
+            self.buffer.trim_through(through)
             return UpdateResult(outcome=UpdateOutcome.NO_MODEL, events=len(events))
         model = self._champion_model(pointer.version)
         self.checkpoints.save(pointer.version, "before online update")
@@ -97,12 +108,20 @@ class OnlineLearner:
         updated = apply_update(metadata.kind, model, events, self.params, served)
         result = UpdateResult.of(updated, pointer.version, len(events), (time.perf_counter() - started) * 1000)
         if updated.improved:
-            result.to_version = self._publish(metadata, updated.model, events, result)
+            position = self.buffer.position(through)
+            published = self._publish(metadata, updated.model, events, result, position)
+            if published is None:
+                # The champion changed meanwhile (an operator's promotion or rollback): theirs stands, and the
+                # events stay buffered for an update of the new champion.
+                self._loaded = None
+                result.outcome = UpdateOutcome.SUPERSEDED
+                return result
+            result.to_version = published
             result.outcome = UpdateOutcome.PUBLISHED
-            self._loaded = (result.to_version, updated.model)
+            self._loaded = (published, updated.model)
         else:
             logger.warning("online update made the held-out error worse; not published", extra=result.model_dump())
-        self.buffer.drop_oldest(len(events))
+        self.buffer.trim_through(through)
         return result
 
     def _served_newest_first(self) -> Iterator[Any]:
@@ -133,10 +152,23 @@ class OnlineLearner:
             self._loaded = (version, load_model(self.registry.load(version)))
         return self._loaded[1]
 
-    def _publish(self, parent: Any, model: Any, events: list[Interaction], result: UpdateResult) -> str:
-        metadata = published_metadata(parent, events, self.params, result)
+    def _publish(
+        self, parent: Any, model: Any, events: list[Interaction], result: UpdateResult, position: Any
+    ) -> str | None:
+        """Register the updated model and make it the champion if `parent` still is; None if it no longer is."""
+        from recloop.registry.errors import ConcurrentPromotionError
+
+        metadata = published_metadata(parent, events, self.params, result, position)
         self.registry.register(model.to_bundle(metadata))
-        self.registry.promote(metadata.version, reason=result.describe())
+        try:
+            self.registry.promote(metadata.version, reason=result.describe(), expected_current=parent.version)
+        except ConcurrentPromotionError:
+            logger.warning(
+                "the champion changed during the online update; its result is discarded",
+                extra={"started_from": parent.version, "discarded": metadata.version},
+            )
+            self.registry.delete(metadata.version)
+            return None
         return metadata.version
 
     def rollback(self, version: str | None = None) -> Any:
@@ -144,7 +176,9 @@ class OnlineLearner:
         pointer = self.registry.champion(use_cache=False)
         current = pointer.version if pointer else None
         target = self.checkpoints.rollback_target(current, version)
-        promoted = self.registry.promote(target.version, reason=f"online learning rollback from {current}")
+        promoted = self.registry.promote(
+            target.version, reason=f"online learning rollback from {current}", expected_current=current
+        )
         self.stats.count_rollback()
         return promoted
 

@@ -6,24 +6,17 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from recloop.adapters.redis import Keys, RedisClient
+from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
 from recloop.learning.online.errors import UpdateRunningError
 
 # Longer than any update: the lock outlives a crashed holder by this much at most.
 LOCK_SECONDS = 300
-# Release the lock only if this holder still owns it.
-RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class UpdateLock:
     def __init__(self, redis_client: RedisClient) -> None:
         self.redis = redis_client
-        self._release = redis_client.register_script(RELEASE_LOCK)
+        self._release = redis_client.register_script(DELETE_IF_EQUAL)  # released only by the holder that still owns it
 
     @contextmanager
     def held(self) -> Iterator[None]:

@@ -13,6 +13,7 @@ from recloop.learning.online.checkpoints import Checkpoint
 class UpdateOutcome(StrEnum):
     PUBLISHED = "published"
     ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"  # the champion changed during the update (an operator); the result is discarded
     NO_MODEL = "no_model"  # no champion with MF vectors: the buffer is drained (the archive keeps the events)
     EMPTY = "empty"
 

@@ -70,8 +70,9 @@ def apply_update(
     return UpdatedModel(model, step, refit)  # the ranker as it was, its MF updated in place if the step was kept
 
 
-def published_metadata(parent: Any, events: list[Interaction], params: Any, result: Any) -> Any:
-    """The metadata of the version an update publishes: a child of `parent` that has also seen `events`."""
+def published_metadata(parent: Any, events: list[Interaction], params: Any, result: Any, position: Any) -> Any:
+    """The metadata of the version an update publishes: a child of `parent` that has also seen `events`, the
+    buffer's events through `position`."""
     from recloop.models.bundle import DataWindow, ModelMetadata
     from recloop.registry.versions import new_version_id
 
@@ -85,6 +86,7 @@ def published_metadata(parent: Any, events: list[Interaction], params: Any, resu
             interactions=parent.data_window.interactions + len(events),
         ),
         feature_spec=dict(parent.feature_spec),
+        online_position=position,
         hyperparameters={
             **parent.hyperparameters,
             "online": {
