@@ -52,7 +52,7 @@ class OnlineLearner:
         self.settings = settings
         self._params = params
         self.buffer = OnlineBuffer(redis, settings)
-        self.lock = UpdateLock(redis)
+        self.lock = UpdateLock(redis, settings.online_learning_lock_seconds)
         self.stats = OnlineStats(redis)
         self._loaded: tuple[str, Any] | None = None  # (version, model): the last champion loaded
 

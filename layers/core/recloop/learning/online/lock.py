@@ -9,20 +9,21 @@ from contextlib import contextmanager
 from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
 from recloop.learning.online.errors import UpdateRunningError
 
-# Longer than any update: the lock outlives a crashed holder by this much at most.
-LOCK_SECONDS = 300
 
 
 class UpdateLock:
-    def __init__(self, redis_client: RedisClient) -> None:
+    def __init__(self, redis_client: RedisClient, seconds: int) -> None:
+        """`seconds`: longer than any update (the function's timeout); a holder killed mid-update (a Lambda
+        timeout) blocks the next update for at most this long."""
         self.redis = redis_client
+        self.seconds = seconds
         self._release = redis_client.register_script(DELETE_IF_EQUAL)  # released only by the holder that still owns it
 
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock for the block (UpdateRunningError if another holder has it)."""
         token = secrets.token_hex(8)
-        if not self.redis.set(Keys.ONLINE_LOCK, token, nx=True, ex=LOCK_SECONDS):
+        if not self.redis.set(Keys.ONLINE_LOCK, token, nx=True, ex=self.seconds):
             raise UpdateRunningError("an online update is already running")
         try:
             yield
