@@ -224,3 +224,27 @@ def test_a_partial_putrecords_failure_refuses_only_those_events_and_a_retry_coun
         assert client.hget(Keys.item_features(f"p{n}"), "cnt:click") == "1"
     assert client.hget(Keys.user_features("u6"), "cnt:click") == "3"
     assert client.llen(Keys.ONLINE_BUFFER) == 3 and len(archived(aws)) == 3
+
+
+def test_a_fault_after_the_stream_write_loses_no_event_of_the_batch(deployed, server: RedisProcess, monkeypatch):
+    """A NaN timestamp once got past validation and broke the update after the stream held the batch: every event
+    stayed claimed and the consumer skipped them. Now such an event is refused up front (422), and any fault while
+    building the update gives the claims back, so the consumer applies the whole batch at once."""
+    api, consume = deployed
+    status, reply = api.post_event(user_id="u7", item_id="n", event_type="view", timestamp=float("nan"))
+    assert status == 422 and "timestamp" in str(reply)
+
+    trending = get_container().store.trending
+    monkeypatch.setattr(trending, "add", lambda *a, **k: (_ for _ in ()).throw(OverflowError("a fault of ours")))
+    batch = [{"user_id": "u7", "item_id": f"b{n}", "event_type": "view", "event_id": f"ev-bug-{n}"} for n in range(4)]
+    status, reply = api.request("event", "POST", "/api/v1/events/batch", {"events": batch})
+    assert status == 202 and all(r["features_updated"] is False for r in reply["results"])
+    client = server.client()
+    assert not any(client.exists(Keys.user_event_seen("u7", f"ev-bug-{n}")) for n in range(4))  # given back
+    monkeypatch.undo()
+    monkeypatch.setattr(store_module, "PENDING_CLAIM_SECONDS", 2)
+
+    started = time.monotonic()
+    assert consume() == {"batchItemFailures": []}
+    assert time.monotonic() - started < 1.5  # no claim to wait out
+    assert client.hget(Keys.user_features("u7"), "cnt:view") == "4" and client.llen(Keys.ONLINE_BUFFER) == 4

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
 from recloop.core.errors import UnavailableError
@@ -110,7 +111,7 @@ class FeatureStore:
         self.trending = TrendingRanking(redis_client, settings.trending_half_life_seconds)
         # A transaction makes each batch's update all-or-nothing; a cluster cannot run one across slots.
         self._transactional = not settings.redis_cluster
-        self._dedup_seconds = int(settings.deduplication_window_hours * 3600)
+        self._dedup_seconds = settings.deduplication_seconds
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -155,6 +156,23 @@ class FeatureStore:
             self._release(events, outcomes, token)
             raise FeatureUpdateAbandonedError("feature updates are paused while the decay epoch is rescaled")
 
+        try:
+            update = self._queued_update(events, outcomes, replies)
+            if time.monotonic() - claimed_at > APPLY_DEADLINE_SECONDS:
+                raise FeatureUpdateAbandonedError("the update was not sent in time; the stream consumer applies it")
+        except Exception:
+            # Nothing was sent: give the claims up at once, so the consumer applies the events without waiting.
+            self._release(events, outcomes, token)
+            raise
+        # Sent: it may have been applied even if no answer comes back, so its claims stay until done or expired.
+        update.execute()
+        return outcomes
+
+    def _queued_update(
+        self, events: Sequence[Interaction], outcomes: list[ApplyOutcome], replies: list
+    ) -> Any:
+        """The one transaction that applies every claimed event of the batch and marks its claim done."""
+        window = self.settings.cooccurrence_window
         recent_by_user: dict[str, list[RecentInteraction]] = {}
         update = self.redis.pipeline(transaction=self._transactional)
         for index, event in enumerate(events):
@@ -168,10 +186,7 @@ class FeatureStore:
             recent.insert(0, RecentInteraction(event.item_id, event.event_type, event.timestamp))
             del recent[window:]
             update.set(Keys.user_event_seen(event.user_id, event.event_id), DONE, ex=self._dedup_seconds)
-        if time.monotonic() - claimed_at > APPLY_DEADLINE_SECONDS:
-            raise FeatureUpdateAbandonedError("the feature update was not sent in time; the stream consumer applies it")
-        update.execute()
-        return outcomes
+        return update
 
     def apply_waiting(self, event: Interaction, timeout: float = PENDING_CLAIM_SECONDS + 1.0) -> ApplyOutcome:
         """Apply one event; while another applier holds its pending claim, wait for that claim to be done or to

@@ -63,6 +63,11 @@ class IngestService:
             # Nothing of the batch was applied; its claims expire and the stream consumer applies every event.
             logger.warning("feature update deferred to the stream consumer", extra={"error": repr(exc)})
             outcomes = {}
+        except Exception:
+            # A fault of ours; but the events are durable on the stream, so the answer must still say accepted
+            # (a client told otherwise would retry them). The consumer applies them, or sets them aside.
+            logger.exception("feature update failed; deferred to the stream consumer")
+            outcomes = {}
         results = []
         for event, error in zip(events, errors, strict=True):
             outcome = outcomes.get(event.event_id) if error is None else None
