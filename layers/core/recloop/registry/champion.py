@@ -168,7 +168,8 @@ class Champion:
             current_version = current.version if current else None
             if check_expected and current_version != expected_current:
                 raise ConcurrentPromotionError(
-                    f"the champion changed from {expected_current!r} to {current_version!r}; {version!r} was not made champion",
+                    f"the champion changed from {expected_current!r} to {current_version!r}; "
+                    f"{version!r} was not made champion",
                     version=version,
                 )
             if current is not None and current.version == version:

@@ -2,7 +2,7 @@
 
     python -m recloop.tools.rescale_decay [--check]
 
-Needed once the epoch is RESCALE_DUE_EXPONENT half-lives old (health reports its age): about 15 years at the default
+Needed once the epoch is RESCALE_DUE_EXPONENT half-lives old (`--check` reports its age): about 15 years at the default
 POPULARITY_HALF_LIFE_HOURS, 2 years at the smallest. Feature updates pause while it runs (seconds per million keys);
 events keep being accepted and the stream consumer applies them afterwards. Progress goes to stderr, a JSON summary
 to stdout.

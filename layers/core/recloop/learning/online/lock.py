@@ -10,7 +10,6 @@ from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
 from recloop.learning.online.errors import UpdateRunningError
 
 
-
 class UpdateLock:
     def __init__(self, redis_client: RedisClient, seconds: int) -> None:
         """`seconds`: longer than any update (the function's timeout); a holder killed mid-update (a Lambda
