@@ -1,4 +1,5 @@
-"""The interaction stream (Kinesis): events in, partitioned by user so each user's events stay in order."""
+"""The interaction stream (Kinesis): events in, partitioned by user so each user's events stay in order; a stored
+range of one shard read back (replaying batches the consumer gave up on)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from recloop.core.events import Interaction
 logger = Logger(child=True)
 
 KINESIS_BATCH_LIMIT = 500
+# Records per GetRecords call when reading a stored range back (10,000 is the API's maximum).
+READ_PAGE_LIMIT = 1000
 
 
 class StreamUnavailableError(UnavailableError):
@@ -46,6 +49,29 @@ class KinesisEventStream:
                 raise StreamUnavailableError(str(exc)) from exc
             outcome.extend(["stream unavailable"] * (len(events) - len(outcome)))
         return outcome
+
+    def records_between(self, shard_id: str, first_sequence: str, last_sequence: str) -> list[tuple[str, bytes]]:
+        """(sequence number, data) of one shard's records from `first_sequence` through `last_sequence`, read back
+        from the stream (GetShardIterator AT_SEQUENCE_NUMBER): as many of them as it still holds."""
+        iterator = self.client.get_shard_iterator(
+            StreamName=self.stream_name,
+            ShardId=shard_id,
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StartingSequenceNumber=first_sequence,
+        )["ShardIterator"]
+        last = int(last_sequence)
+        found: list[tuple[str, bytes]] = []
+        while iterator:
+            page = self.client.get_records(ShardIterator=iterator, Limit=READ_PAGE_LIMIT)
+            for record in page["Records"]:
+                if int(record["SequenceNumber"]) > last:
+                    return found
+                found.append((record["SequenceNumber"], record["Data"]))
+            # An empty page is no end while the iterator is behind the tip (Kinesis skips over empty stretches).
+            if not page["Records"] and not page.get("MillisBehindLatest"):
+                break
+            iterator = page.get("NextShardIterator")
+        return found
 
     def probe(self) -> None:
         """Raise unless the stream answers (health checks)."""

@@ -3,10 +3,12 @@
 Invocations:
 
 - a Kinesis batch from the event source mapping: every record is archived, applied and buffered once
-  (`recloop.ingest.consumer`; a poison record goes to the dead-letter queue, a record that failed for a passing reason
-  is reported for retry), then, while the buffer holds ONLINE_LEARNING_BUFFER_SIZE events, an online update
-  runs. An update that fails for a passing reason (Redis, S3 or the network) fails the invocation, so the
-  mapping retries the batch: its records change nothing the second time and the buffer still holds the events.
+  (`recloop.ingest.batch`; a poison record goes to the dead-letter queue, a record that failed for a passing reason
+  is reported for retry, and a batch the mapping gives up on goes to the failed-records bucket, for
+  `python -m recloop.tools.replay_failed`), then, if no record failed, while the buffer holds
+  ONLINE_LEARNING_BUFFER_SIZE events, an online update runs. An update that fails for a passing reason (Redis, S3
+  or the network) fails the invocation, so the mapping retries the batch: its records change nothing the second
+  time and the buffer still holds the events.
   Any other update failure is logged and the batch succeeds: a bug must never block the shard.
 - `{"action": "trigger"}` (the ops API's manual trigger): one update on whatever the buffer holds.
 - `{"action": "rollback", "version": optional, "reason": optional}` (the ops API's rollback): a checkpointed
@@ -17,8 +19,6 @@ Invocations:
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
@@ -29,7 +29,8 @@ from recloop.adapters.redis import REDIS_ERRORS
 from recloop.container import get_container
 from recloop.core.errors import RecLoopError
 from recloop.handlers.errors import refusal
-from recloop.ingest.consumer import DeadLetters, PoisonRecordError, StreamConsumer, StreamRecord
+from recloop.ingest.batch import process_records, stream_record
+from recloop.ingest.consumer import DeadLetters, StreamConsumer
 from recloop.learning.online.errors import UpdateRunningError
 from recloop.learning.online.results import UpdateResult
 from recloop.registry.versions import VERSION_PATTERN
@@ -74,6 +75,9 @@ def handle_stream_batch(event: dict[str, Any], context: Any = None) -> dict[str,
     failures = response.get("batchItemFailures", [])
     if failures:
         logger.warning("records reported for retry", extra={"failed": len(failures), "records": len(event["Records"])})
+        # The retry comes first: whatever failed the records (Redis, S3) would fail the update too, turning this
+        # partial response into a function error, and the records' retries into bisected single-record batches.
+        return response
     learner = services.online_learner
     try:
         for _ in range(MAX_UPDATES_PER_BATCH):
@@ -119,37 +123,12 @@ def _time_left(context: Any) -> bool:
     return remaining is None or remaining() >= MIN_REMAINING_MS_FOR_UPDATE
 
 
-def _decoded(data: str) -> bytes:
-    """The record's bytes; undecodable data is kept as is, to be set aside as not an interaction."""
-    try:
-        return base64.b64decode(data, validate=True)
-    except binascii.Error:
-        return data.encode()
-
 def process_kinesis_batch(event: dict[str, Any], consumer: StreamConsumer, dead_letters: DeadLetters) -> dict:
-    """A Kinesis batch with partial failures: a poison record is set aside (never blocking the shard);
-    a record that fails for a passing reason (Redis or S3 down) is reported for retry."""
-    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-
-    records = {
-        raw["kinesis"]["sequenceNumber"]: StreamRecord(
-            shard_id=raw["eventID"].split(":", 1)[0],
-            sequence_number=raw["kinesis"]["sequenceNumber"],
-            data=_decoded(raw["kinesis"]["data"]),
-        )
-        for raw in event.get("Records", [])
-    }
-    archive_failures = consumer.archive_many(list(records.values()))
-
-    def handle(record: Any) -> None:
-        stream_record = records[record.kinesis.sequence_number]
-        if stream_record.sequence_number in archive_failures:
-            raise archive_failures[stream_record.sequence_number]
-        try:
-            consumer.process(stream_record, archive=False)
-        except PoisonRecordError as exc:
-            dead_letters.send(stream_record, str(exc))
-
-    # A batch that failed whole is reported item by item too: the mapping retries from the first failure.
-    processor = BatchProcessor(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False)
-    return process_partial_response(event=event, record_handler=handle, processor=processor)
+    """A Kinesis batch with partial failures (`recloop.ingest.batch`): a poison record is set aside (never blocking
+    the shard); a record that fails for a passing reason (Redis or S3 down) is reported for retry."""
+    outcome = process_records([stream_record(raw) for raw in event.get("Records", [])], consumer, dead_letters)
+    if outcome.failed:
+        first, error = next(iter(outcome.failed.items()))
+        logger.warning("records failed", extra={"failed": len(outcome.failed), "first": first, "error": repr(error)})
+    # Every failed record is reported: the mapping retries from the lowest one.
+    return {"batchItemFailures": [{"itemIdentifier": sequence_number} for sequence_number in outcome.failed]}

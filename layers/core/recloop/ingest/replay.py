@@ -17,6 +17,7 @@ without a payload is read back from the stream while the stream still holds it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from recloop.adapters.objects import ObjectStore
 from recloop.adapters.stream import KinesisEventStream
+from recloop.core.events import Interaction
 from recloop.ingest.batch import process_records, stream_record
-from recloop.ingest.consumer import DeadLetters, StreamConsumer, StreamRecord
+from recloop.ingest.consumer import DeadLetters, PoisonRecordError, StreamConsumer, StreamRecord
 
 FAILURES_PREFIX = "aws/lambda/"
 REPLAYED_PREFIX = "replayed/"
@@ -167,12 +169,18 @@ class FailedBatchReplayer:
         consumer: StreamConsumer,
         dead_letters: DeadLetters,
         stream: KinesisEventStream | None = None,
+        *,
+        window_seconds: float | None = None,
     ) -> None:
-        """`failures`: the on-failure bucket; `stream`: where records without a payload are read back from."""
+        """`failures`: the on-failure bucket; `stream`: where records without a payload are read back from;
+        `window_seconds`: the de-duplication window. A batch with an event received longer ago than that is
+        refused (its event claims may have expired, so an event the API already applied could count twice),
+        unless `window_seconds` is None (the operator's explicit choice)."""
         self.failures = failures
         self.consumer = consumer
         self.dead_letters = dead_letters
         self.stream = stream
+        self.window_seconds = window_seconds
 
     def replay(
         self,
@@ -226,6 +234,14 @@ class FailedBatchReplayer:
             report.records, report.error = batch.batch.batch_size, str(exc)
             return
         report.records = len(records)
+        if self.window_seconds is not None:
+            oldest = min((event.received_at for event in _interactions(records)), default=None)
+            if oldest is not None and time.time() - oldest > self.window_seconds:
+                report.error = (
+                    "an event of this batch is older than the de-duplication window: replaying it could count an "
+                    "event twice (replay it with --beyond-window if its events are known not to be applied)"
+                )
+                return
         fresh = []
         for record in records:
             identity = (record.shard_id, record.sequence_number)
@@ -275,3 +291,12 @@ class FailedBatchReplayer:
             "duplicates": str(report.duplicates),
             "poison": str(report.poison),
         }
+
+
+def _interactions(records: list[StreamRecord]) -> Iterator[Interaction]:
+    """The records' events, leaving out those that are not interactions (set aside as poison when replayed)."""
+    for record in records:
+        try:
+            yield record.interaction
+        except PoisonRecordError:
+            continue
