@@ -66,7 +66,7 @@ class OnlineBuffer:
         self.redis = redis_client
         self.limit = settings.buffer_limit
         # Remembered as long as a repeat may arrive: the de-duplication window.
-        self.claim_seconds = int(settings.deduplication_window_hours * 3600)
+        self.claim_seconds = settings.deduplication_seconds
         self._append_once = redis_client.register_script(APPEND_ONCE)
         self._trim_through = redis_client.register_script(TRIM_THROUGH)
 
