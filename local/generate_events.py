@@ -5,8 +5,8 @@ shape API Gateway really sends for a JSON API: the body as a plain JSON string (
 headers, no sample query string, path parameters or stage variables, and the guide's example bodies.
 
 Samples live at events/<function>/<scenario>.json (see events/README.md); ROUTES lists the HTTP ones (event/,
-recommend/, ops/) by that path. The Kinesis and direct-invocation samples (online_update/, train/) and every
-.response.json are written by hand: this script neither writes nor checks them.
+recommend/, ops/, mlops/) by that path. The Kinesis, direct-invocation and authorizer samples (online_update/,
+train/, authorizer/) and every .response.json are written by hand: this script neither writes nor checks them.
 
     .venv/bin/python -m local.generate_events            # rewrite the HTTP samples in events/
     .venv/bin/python -m local.generate_events --check    # exit 1 when one of them is out of date
@@ -111,11 +111,11 @@ ROUTES: tuple[Route, ...] = (
     Route("ops/health.json", "GET", "/api/v1/health"),
     Route("ops/metrics.json", "GET", "/api/v1/metrics"),
     Route("ops/docs.json", "GET", "/docs", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    Route("ops/list_models.json", "GET", "/api/v1/mlops/models"),
-    Route("ops/online_learning_status.json", "GET", "/api/v1/mlops/online-learning/status"),
-    Route("ops/trigger_online_update_with_empty_buffer.json", "POST", "/api/v1/mlops/online-learning/trigger"),
+    Route("mlops/list_models.json", "GET", "/api/v1/mlops/models"),
+    Route("mlops/online_learning_status.json", "GET", "/api/v1/mlops/online-learning/status"),
+    Route("mlops/trigger_online_update_with_empty_buffer.json", "POST", "/api/v1/mlops/online-learning/trigger"),
     Route(
-        "ops/rollback_online_update_with_nothing_to_roll_back.json",
+        "mlops/rollback_online_update_with_nothing_to_roll_back.json",
         "POST",
         "/api/v1/mlops/online-learning/rollback",
         {},

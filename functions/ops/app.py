@@ -1,5 +1,8 @@
-"""GET /api/v1/health, /api/v1/metrics, the model registry routes (/api/v1/mlops/models...), the online-learning
-routes (/api/v1/mlops/online-learning/...) and /docs."""
+"""GET /api/v1/health, /api/v1/metrics and /docs: the public operational routes, whose role writes nothing.
+
+Every other router is included only so that /docs describes the whole API; API Gateway sends those routes to their
+own functions (the operator routes to functions/mlops, with the role that may change the champion).
+"""
 
 from recloop.core.settings import get_settings
 from recloop.handlers.http import events, model_registry, online, ops, recommend

@@ -101,9 +101,9 @@ LIGHTGBM_PROBE = textwrap.dedent(
     """
 )
 # Functions that must stay small and fast to start: no numpy/scipy/lightgbm in their layers.
-NUMERIC_FREE_FUNCTIONS = ("EventFunction",)
+NUMERIC_FREE_FUNCTIONS = ("EventFunction", "OpsFunction")
 # Functions that load model versions (serve, promote, update, train): every model kind must load in them.
-MODEL_LOADING_FUNCTIONS = ("RecommendFunction", "OpsFunction", "OnlineUpdateFunction", "TrainFunction")
+MODEL_LOADING_FUNCTIONS = ("RecommendFunction", "MlopsFunction", "OnlineUpdateFunction", "TrainFunction")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

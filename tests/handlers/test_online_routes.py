@@ -1,4 +1,4 @@
-"""Online-learning routes of the ops function (API Gateway proxy events), over moto S3 and Lambda and a real Redis.
+"""Online-learning routes of the mlops function (API Gateway proxy events), over moto S3 and Lambda and a real Redis.
 
 Trigger and rollback run in the online-update function. moto plays Lambda without Docker (`use_docker: False`):
 an invocation answers with the reply queued through moto's API, and these tests queue the reply the real
@@ -63,7 +63,7 @@ def lambda_service(aws: dict[str, Any]) -> Iterator[Any]:
 def configured(
     aws: dict[str, Any], redis_client: redis.Redis, lambda_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
-    """The ops function's and the online-update function's environment, as the template sets them."""
+    """The mlops function's and the online-update function's environment, as the template sets them."""
     queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="recloop-test-online-dlq")["QueueUrl"]
     monkeypatch.setenv("ONLINE_UPDATE_FUNCTION_NAME", FUNCTION)
     monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", queue)
@@ -74,7 +74,7 @@ def configured(
 
 
 @pytest.fixture
-def ops(configured: dict[str, Any]) -> ApiClient:
+def mlops(configured: dict[str, Any]) -> ApiClient:
     return ApiClient()
 
 
@@ -98,19 +98,19 @@ def queue_function_reply(reply: Any) -> None:
 # ---- status ------------------------------------------------------------------------------------------------
 
 
-def test_status_before_anything_happened(ops: ApiClient) -> None:
-    status, body = ops.request("ops", "GET", STATUS)
+def test_status_before_anything_happened(mlops: ApiClient) -> None:
+    status, body = mlops.request("mlops", "GET", STATUS)
     assert status == 200
     assert body["total_updates"] == 0 and body["buffer_size"] == 0 and body["buffer_capacity"] == 40
     assert body["current_version"] is None and body["checkpoints"] == [] and body["update_running"] is False
     assert body["learning_rate"] == 0.001 and body["batch_size"] == 8
 
 
-def test_status_after_an_update_through_the_stream(ops: ApiClient, online_update: Any, registry) -> None:
+def test_status_after_an_update_through_the_stream(mlops: ApiClient, online_update: Any, registry) -> None:
     champion(registry, CHAMPION)
     online_update(kinesis_batch(records(stream_with_new_item(40))))  # 60 events: one update of 40
 
-    status, body = ops.request("ops", "GET", STATUS)
+    status, body = mlops.request("mlops", "GET", STATUS)
 
     assert status == 200
     assert body["total_updates"] == 1 and body["published"] == 1 and body["rollbacks"] == 0
@@ -120,17 +120,17 @@ def test_status_after_an_update_through_the_stream(ops: ApiClient, online_update
     assert body["last_outcome"] == "published" and body["avg_update_time_ms"] > 0
 
 
-def test_status_is_503_when_redis_is_down(ops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_is_503_when_redis_is_down(mlops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
     reset_container()
-    status, body = ops.request("ops", "GET", STATUS)
+    status, body = mlops.request("mlops", "GET", STATUS)
     assert status == 503 and body["error"] == "feature_store_unavailable"
 
 
-def test_status_is_503_when_s3_does_not_answer(ops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_is_503_when_s3_does_not_answer(mlops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BUCKET_NAME", "recloop-bucket-that-is-not-there")
     reset_container()
-    status, body = ops.request("ops", "GET", STATUS)
+    status, body = mlops.request("mlops", "GET", STATUS)
     assert status == 503 and body["error"] == "registry_unavailable"
 
 
@@ -138,13 +138,13 @@ def test_status_is_503_when_s3_does_not_answer(ops: ApiClient, monkeypatch: pyte
 
 
 def test_trigger_answers_with_the_functions_update_result(
-    ops: ApiClient, online_update: Any, registry, redis_client
+    mlops: ApiClient, online_update: Any, registry, redis_client
 ) -> None:
     champion(registry, CHAMPION)
     online_update(kinesis_batch(records(stream_with_new_item(20))))  # 30 events: below the buffer size
     queue_function_reply(online_update({"action": "trigger"}))  # what the function answers to the trigger
 
-    status, body = ops.request("ops", "POST", TRIGGER)
+    status, body = mlops.request("mlops", "POST", TRIGGER)
 
     assert status == 200 and body["status"] == "ok"
     result = body["result"]
@@ -153,38 +153,38 @@ def test_trigger_answers_with_the_functions_update_result(
     assert redis_client.hget(Keys.ONLINE_STATS, "total_updates") == "1"
 
 
-def test_trigger_while_an_update_runs_is_a_409(ops: ApiClient, online_update: Any, redis_client) -> None:
+def test_trigger_while_an_update_runs_is_a_409(mlops: ApiClient, online_update: Any, redis_client) -> None:
     redis_client.set(Keys.ONLINE_LOCK, "another-invocation", ex=60)
     queue_function_reply(online_update({"action": "trigger"}))
-    status, body = ops.request("ops", "POST", TRIGGER)
+    status, body = mlops.request("mlops", "POST", TRIGGER)
     assert status == 409 and body["error"] == "update_running"
 
 
-def test_trigger_with_an_unexpected_reply_is_a_502(ops: ApiClient) -> None:
+def test_trigger_with_an_unexpected_reply_is_a_502(mlops: ApiClient) -> None:
     queue_function_reply({"errorMessage": "boom", "errorType": "RuntimeError"})
-    status, body = ops.request("ops", "POST", TRIGGER)
+    status, body = mlops.request("mlops", "POST", TRIGGER)
     assert status == 502 and body["error"] == "online_update_failed"
 
 
-def test_trigger_without_a_configured_function_is_a_503(ops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trigger_without_a_configured_function_is_a_503(mlops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ONLINE_UPDATE_FUNCTION_NAME")
     reset_container()
-    status, body = ops.request("ops", "POST", TRIGGER)
+    status, body = mlops.request("mlops", "POST", TRIGGER)
     assert status == 503 and body["error"] == "online_update_unavailable"
 
 
 # ---- rollback ----------------------------------------------------------------------------------------------
 
 
-def test_rollback_answers_with_the_new_champion(ops: ApiClient, online_update: Any, registry) -> None:
+def test_rollback_answers_with_the_new_champion(mlops: ApiClient, online_update: Any, registry) -> None:
     first, second, third = published_twice(online_update, registry)
     queue_function_reply(online_update({"action": "rollback", "version": second}))
 
-    status, body = ops.request("ops", "POST", ROLLBACK, {"version": second, "reason": "bad recommendations"})
+    status, body = mlops.request("mlops", "POST", ROLLBACK, {"version": second, "reason": "bad recommendations"})
 
     assert status == 200 and body["status"] == "rolled_back"
     assert body["champion"]["version"] == second and body["champion"]["previous_version"] == third
-    status, body = ops.request("ops", "GET", STATUS)
+    status, body = mlops.request("mlops", "GET", STATUS)
     assert body["current_version"] == second and body["rollbacks"] == 1
     assert [c["version"] for c in body["checkpoints"]] == [second, first]
 
@@ -197,7 +197,7 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
-def test_rollback_refusals_keep_the_champion(ops: ApiClient, online_update: Any, registry, case: tuple) -> None:
+def test_rollback_refusals_keep_the_champion(mlops: ApiClient, online_update: Any, registry, case: tuple) -> None:
     request_body, status, error = case
     champion(registry, CHAMPION)
     if request_body is not None:  # a checkpoint record naming a version that is no longer registered
@@ -205,7 +205,7 @@ def test_rollback_refusals_keep_the_champion(ops: ApiClient, online_update: Any,
         registry.objects.put(f"{CHECKPOINTS_PREFIX}mf-deleted.json", gone.model_dump_json().encode())
     queue_function_reply(online_update({"action": "rollback", **(request_body or {})}))
 
-    code, body = ops.request("ops", "POST", ROLLBACK, request_body)
+    code, body = mlops.request("mlops", "POST", ROLLBACK, request_body)
 
     assert (code, body["error"]) == (status, error)
     if request_body:
@@ -213,9 +213,9 @@ def test_rollback_refusals_keep_the_champion(ops: ApiClient, online_update: Any,
     assert registry.champion(use_cache=False).version == CHAMPION
 
 
-def test_rollback_with_an_unexpected_reply_is_a_502(ops: ApiClient) -> None:
+def test_rollback_with_an_unexpected_reply_is_a_502(mlops: ApiClient) -> None:
     queue_function_reply({"status": "ok", "champion": None})
-    status, body = ops.request("ops", "POST", ROLLBACK, {})
+    status, body = mlops.request("mlops", "POST", ROLLBACK, {})
     assert status == 502 and body["error"] == "online_update_failed"
 
 
@@ -228,7 +228,7 @@ def test_rollback_with_an_unexpected_reply_is_a_502(ops: ApiClient) -> None:
         ({"force": True}, "force"),
     ],
 )
-def test_rollback_with_a_bad_body_is_a_422_naming_the_field(ops: ApiClient, body: dict, field: str) -> None:
-    status, reply = ops.request("ops", "POST", ROLLBACK, body)
+def test_rollback_with_a_bad_body_is_a_422_naming_the_field(mlops: ApiClient, body: dict, field: str) -> None:
+    status, reply = mlops.request("mlops", "POST", ROLLBACK, body)
     assert status == 422 and reply["error"] == "validation_error"
     assert [e["field"] for e in reply["errors"]] == [field]
