@@ -227,7 +227,7 @@ def main() -> None:
     report["online_update"] = bench_update(100_000, 100_000, settings.online_learning_buffer_size, repeat=30)
     log("online update done")
     report["import_and_init"] = {
-        fn: import_and_init_seconds(fn) for fn in ("recommend", "event", "ops", "online_update")
+        fn: import_and_init_seconds(fn) for fn in ("recommend", "event", "ops", "mlops", "online_update")
     }
     targets = {
         "event_feature_update_p99_ms<=3": report["ingest"]["feature_update"]["p99_ms"] <= 3,

@@ -52,6 +52,7 @@ def configure(redis_url: str) -> None:
         POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_METRICS_NAMESPACE="RecLoop",
         POWERTOOLS_LOG_LEVEL="ERROR",
+        AUTH_MODE="none",  # handlers called in-process, with no API Gateway authorizer in front
     )
 
 

@@ -30,10 +30,15 @@ class LambdaContext:
     aws_request_id = "00000000-0000-0000-0000-000000000000"
 
 class ApiClient:
-    """Calls handlers in-process with API Gateway proxy events built from the samples in events/."""
+    """Calls handlers in-process with API Gateway proxy events built from the samples in events/.
 
-    def __init__(self) -> None:
-        self.functions = {name: load_function(name) for name in ("event", "recommend", "ops")}
+    `authorizer` is the context API Gateway's authorizer would pass (`Principal.as_context()`): None, as with
+    authentication off, sends none.
+    """
+
+    def __init__(self, authorizer: dict[str, str] | None = None) -> None:
+        self.authorizer = authorizer
+        self.functions = {name: load_function(name) for name in ("event", "recommend", "ops", "mlops")}
         self.template = json.loads((EVENTS_DIR / "event" / "record_a_click.json").read_text())
 
     def request(
@@ -57,6 +62,8 @@ class ApiClient:
             multiValueQueryStringParameters=None,
         )
         event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/v1{path}")
+        if self.authorizer is not None:
+            event["requestContext"]["authorizer"] = {"principalId": self.authorizer["principal"], **self.authorizer}
         event["body"] = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
         event["headers"] = {"Content-Type": "application/json", **(headers or {})}
         event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}

@@ -53,6 +53,8 @@ def env(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POPULARITY_CACHE_SECONDS": "0",
+        # In-process calls carry no authorizer context unless a test gives one (tests/handlers/test_access.py).
+        "AUTH_MODE": "none",
     }
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)

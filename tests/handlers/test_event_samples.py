@@ -29,9 +29,10 @@ from recloop.registry.model_registry import ModelRegistry
 from tests.support.environment import EVENTS_DIR, REGION, ROOT, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item, tastes
 from tests.support.stream import kinesis_batch, published_twice, records
+from tests.support.tokens import create_signing_secret
 
 RESPONSE_SUFFIX = ".response.json"
-HTTP_FUNCTIONS = ("event", "recommend", "ops")  # behind API Gateway (REST proxy events)
+HTTP_FUNCTIONS = ("event", "recommend", "ops", "mlops")  # behind API Gateway (REST proxy events)
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
 # ---- the matcher: an expected value, or a placeholder standing for a value that cannot be fixed ---------------------
@@ -107,7 +108,7 @@ def read(path: Path) -> Any:
 
 @dataclass
 class Deployment:
-    """The five functions over one Redis, bucket, stream and dead-letter queue, each called in this process."""
+    """The functions over one Redis, bucket, stream and dead-letter queue, each called in this process."""
 
     api: ApiClient
     handlers: dict[str, Callable[[dict, Any], Any]]
@@ -129,13 +130,14 @@ def deployment(aws: dict[str, Any], redis_client: redis.Redis, monkeypatch: pyte
     monkeypatch.setenv("ONLINE_UPDATE_FUNCTION_NAME", "recloop-test-online-update")
     monkeypatch.setenv("ONLINE_LEARNING_BUFFER_SIZE", "40")
     monkeypatch.setenv("ONLINE_LEARNING_BATCH_SIZE", "8")
+    monkeypatch.setenv("AUTH_SIGNING_SECRET_ARN", create_signing_secret())  # the key of the authorizer samples
     reset_container()
     api = ApiClient()
     handlers = {name: module.lambda_handler for name, module in api.functions.items()}
-    handlers |= {name: load_function(name).lambda_handler for name in ("online_update", "train")}
+    handlers |= {name: load_function(name).lambda_handler for name in ("online_update", "train", "authorizer")}
     deployed = Deployment(api, handlers, ModelRegistry(ObjectStore(aws["s3"], TEST_BUCKET), redis_client))
 
-    # The ops function's synchronous invocation of OnlineUpdateFunction reaches its handler here, through JSON.
+    # The mlops function's synchronous invocation of OnlineUpdateFunction reaches its handler here, through JSON.
     def invoke_online_update(_client: Any, _name: str, event: dict[str, Any]) -> Invocation:
         return Invocation(json.loads(json.dumps(deployed.invoke("online_update", event))), None)
 
@@ -191,8 +193,8 @@ SETUP: dict[str, Callable[[Deployment], None]] = {
     "recommend/recommend_known_user": known_user,
     "recommend/recommend_cold_user": popular_items,
     "ops/metrics": some_traffic,
-    "ops/list_models": a_champion,
-    "ops/rollback_online_update_with_nothing_to_roll_back": a_champion,
+    "mlops/list_models": a_champion,
+    "mlops/rollback_online_update_with_nothing_to_roll_back": a_champion,
     "online_update/trigger_an_update_on_the_buffered_events": buffered_events_and_a_champion,
     "online_update/rollback_to_the_previous_checkpoint": two_published_updates,
     "online_update/rollback_with_nothing_to_roll_back": a_champion,
@@ -204,7 +206,12 @@ def run(d: Deployment, name: str, expected: Any) -> Any:
     """Set up, invoke the sample, and return the reply as the response file holds it."""
     function = name.split("/", maxsplit=1)[0]
     SETUP.get(name, lambda _: None)(d)
-    reply = d.invoke(function, read(sample_path(name)))
+    try:
+        reply = d.invoke(function, read(sample_path(name)))
+    except Exception as exc:  # a function error, as Lambda reports it (the authorizer's "Unauthorized")
+        if function in HTTP_FUNCTIONS:
+            raise
+        return {"errorType": type(exc).__name__, "errorMessage": str(exc)}
     return http_view(reply, expected) if function in HTTP_FUNCTIONS else reply
 
 
