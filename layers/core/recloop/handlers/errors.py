@@ -35,11 +35,17 @@ def message_of(exc: RecLoopError) -> str:
     return f"{exc}; {exc.hint}" if exc.hint else str(exc)
 
 
+# A dependency's failure is told in these words only: its own message names hosts, ARNs and accounts.
+UNAVAILABLE_MESSAGE = "a service this request needs did not answer; nothing was changed, retry later"
+
+
 def error_body(exc: RecLoopError) -> dict[str, Any]:
     if isinstance(exc, InvalidInputError):
         field = exc.details.get("field", "body")
         errors = [{"field": field, "reason": str(exc)}]
         return {"error": exc.code, "message": f"{field}: {exc}", "errors": errors}
+    if status_of(exc) >= 500:
+        return {"error": exc.code, "message": UNAVAILABLE_MESSAGE, **exc.details}
     return {"error": exc.code, "message": message_of(exc), **exc.details}
 
 

@@ -1,4 +1,8 @@
-"""Reachability of each dependency, measured, never raised."""
+"""Reachability of each dependency, measured, never raised.
+
+A failed probe is reported as "not reachable" only: the exception (a host, a URL, an ARN) goes to the log, since
+the health route is public.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from aws_lambda_powertools import Logger
+
+logger = Logger(child=True)
+
+UNREACHABLE = "not reachable"
 
 
 @dataclass(frozen=True)
@@ -15,12 +25,13 @@ class ComponentStatus:
     error: str | None = None
 
 
-def probe(check: Callable[[], Any]) -> ComponentStatus:
+def probe(component: str, check: Callable[[], Any]) -> ComponentStatus:
     started = time.perf_counter()
     try:
         check()
     except Exception as exc:  # a health probe reports every failure, whatever its type
-        return ComponentStatus(False, _elapsed_ms(started), f"{type(exc).__name__}: {exc}"[:300])
+        logger.warning("health probe failed", extra={"component": component, "error": repr(exc)[:500]})
+        return ComponentStatus(False, _elapsed_ms(started), UNREACHABLE)
     return ComponentStatus(True, _elapsed_ms(started))
 
 
@@ -31,9 +42,9 @@ def _elapsed_ms(started: float) -> float:
 def check_components(redis_client: Any, objects: Any, stream: Any) -> dict[str, ComponentStatus]:
     """Redis, S3 (the bucket) and Kinesis (the stream): `objects` and `stream` are adapters with a `probe()`."""
     return {
-        "redis": probe(redis_client.ping),
-        "s3": probe(objects.probe),
-        "kinesis": probe(stream.probe),
+        "redis": probe("redis", redis_client.ping),
+        "s3": probe("s3", objects.probe),
+        "kinesis": probe("kinesis", stream.probe),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Metrics
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
@@ -14,9 +14,11 @@ from recloop.container import get_container
 from recloop.core.events import Interaction
 from recloop.features.store import ItemMetadata
 from recloop.handlers.errors import ApiError
-from recloop.handlers.http.resolver import field_errors, json_response
+from recloop.handlers.http.access import require_acting_for
+from recloop.handlers.http.resolver import documented, field_errors, json_response
 from recloop.handlers.http.schemas import (
     BatchEventResult,
+    ErrorOut,
     EventAccepted,
     EventBatchIn,
     EventBatchOut,
@@ -29,26 +31,38 @@ from recloop.ingest.producer import received_now
 
 router = Router()
 metrics = Metrics()
+logger = Logger(child=True)
+
+# The stream's own reasons (error codes, messages naming the stream and the account) go to the log only.
+NOT_STORED = "the event stream did not accept the event; nothing was recorded, retry later"
 
 
 def _ingest(events: list[Interaction]):
     try:
         results = get_container().ingest.ingest(events)
     except StreamUnavailableError as exc:
-        raise ApiError(
-            503, "stream_unavailable", "the event stream did not accept the event; nothing was recorded, retry later"
-        ) from exc
+        logger.warning("event stream unavailable", extra={"error": str(exc)})
+        raise ApiError(503, "stream_unavailable", NOT_STORED) from exc
+    refused = [r.error for r in results if not r.accepted]
+    if refused:
+        logger.warning("event stream refused events", extra={"count": len(refused), "first_error": refused[0]})
     accepted = sum(1 for r in results if r.accepted and not r.duplicate)
     if accepted:
         metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=accepted)
     return results
 
 
-@router.post("/api/v1/event", summary="Record one interaction", tags=["events"])
+@router.post(
+    "/api/v1/event",
+    summary="Record one interaction",
+    tags=["events"],
+    responses=documented(503, bodies={202: EventAccepted}, reads_body=True),
+)
 def post_event(event: InteractionIn) -> Any:
+    require_acting_for(router.current_event, [("user_id", event.user_id)])
     (result,) = _ingest([event.to_event(received_now())])
     if not result.accepted:
-        raise ApiError(503, "stream_unavailable", f"the event stream refused the event: {result.error}")
+        raise ApiError(503, "stream_unavailable", NOT_STORED)
     body = EventAccepted(
         event_id=result.event.event_id,
         status="duplicate" if result.duplicate else "accepted",
@@ -57,7 +71,17 @@ def post_event(event: InteractionIn) -> Any:
     return json_response(202, body.model_dump())
 
 
-@router.post("/api/v1/events/batch", summary="Record up to 500 interactions", tags=["events"])
+@router.post(
+    "/api/v1/events/batch",
+    summary="Record up to 500 interactions",
+    tags=["events"],
+    responses=documented(
+        503,
+        # 422: the body itself is invalid (ErrorOut), or every event in it is (EventBatchOut).
+        bodies={202: EventBatchOut, 207: EventBatchOut, 422: ErrorOut | EventBatchOut},
+        reads_body=True,
+    ),
+)
 def post_events_batch(batch: EventBatchIn) -> Any:
     received_at = received_now()
     results: list[BatchEventResult | None] = [None] * len(batch.events)
@@ -68,6 +92,8 @@ def post_events_batch(batch: EventBatchIn) -> Any:
         except ValidationError as exc:
             errors = [FieldError(**e) for e in field_errors(list(exc.errors()))]
             results[index] = BatchEventResult(index=index, status="rejected", errors=errors)
+    # One event for a user the caller may not act for refuses the whole batch, before anything is written.
+    require_acting_for(router.current_event, [(f"events.{index}.user_id", event.user_id) for index, event in valid])
     if valid:
         for (index, _), outcome in zip(valid, _ingest([event for _, event in valid]), strict=True):
             if outcome.accepted:
@@ -79,7 +105,7 @@ def post_events_batch(batch: EventBatchIn) -> Any:
                     features_updated=outcome.features_updated,
                 )
             else:
-                errors = [FieldError(field="stream", reason=outcome.error or "not stored")]
+                errors = [FieldError(field="stream", reason=NOT_STORED)]
                 results[index] = BatchEventResult(index=index, status="failed", errors=errors)
     final = [r for r in results if r is not None]
     body = EventBatchOut(
@@ -97,7 +123,12 @@ def post_events_batch(batch: EventBatchIn) -> Any:
     return json_response(status_code, body.model_dump(exclude_none=True))
 
 
-@router.post("/api/v1/items", summary="Create or update item metadata", tags=["catalogue"])
+@router.post(
+    "/api/v1/items",
+    summary="Create or update item metadata",
+    tags=["catalogue"],
+    responses=documented(503, reads_body=True),
+)
 def post_items(body: ItemsIn) -> ItemsUpserted:
     upserted = get_container().store.upsert_items(
         ItemMetadata(item.item_id, tuple(item.categories), item.title) for item in body.items

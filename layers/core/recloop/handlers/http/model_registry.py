@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recloop.adapters.aws import aws_errors
 from recloop.container import get_container
 from recloop.handlers.errors import ApiError
+from recloop.handlers.http.resolver import documented
 from recloop.models.bundle import ModelMetadata
 from recloop.registry.champion import ChampionPointer
 from recloop.registry.model_registry import ModelRegistry
@@ -65,7 +66,12 @@ def _reason(body: ChangeIn | None, default: str) -> str:
     return body.reason if body is not None and body.reason else default
 
 
-@router.get("/api/v1/mlops/models", summary="Registered model versions and the champion", tags=TAGS)
+@router.get(
+    "/api/v1/mlops/models",
+    summary="Registered model versions and the champion",
+    tags=TAGS,
+    responses=documented(503),
+)
 def list_models() -> ModelsOut:
     registry = get_registry()
     with registry_errors():
@@ -76,7 +82,12 @@ def list_models() -> ModelsOut:
     return ModelsOut(champion=champion, count=len(models), models=models)
 
 
-@router.get("/api/v1/mlops/models/<version>", summary="Metadata of one model version", tags=TAGS)
+@router.get(
+    "/api/v1/mlops/models/<version>",
+    summary="Metadata of one model version",
+    tags=TAGS,
+    responses=documented(404, 503),
+)
 def get_model(version: str) -> ModelVersionOut:
     registry = get_registry()
     with registry_errors():
@@ -89,6 +100,7 @@ def get_model(version: str) -> ModelVersionOut:
     "/api/v1/mlops/models/rollback",
     summary="Point the champion back at the previous version",
     tags=TAGS,
+    responses=documented(404, 409, 503, reads_body=True),
 )
 def rollback_model(body: Annotated[ChangeIn | None, Body()] = None) -> ChampionChangeOut:
     registry = get_registry()
@@ -101,6 +113,7 @@ def rollback_model(body: Annotated[ChangeIn | None, Body()] = None) -> ChampionC
     "/api/v1/mlops/models/<version>/promote",
     summary="Make a version the champion (refused if it cannot load)",
     tags=TAGS,
+    responses=documented(404, 409, 503, reads_body=True),
 )
 def promote_model(version: str, body: Annotated[ChangeIn | None, Body()] = None) -> ChampionChangeOut:
     registry = get_registry()

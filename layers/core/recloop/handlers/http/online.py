@@ -18,6 +18,7 @@ from recloop.adapters.functions import InvocationTimeoutError, NotInvokedError, 
 from recloop.container import get_container
 from recloop.handlers.errors import ApiError
 from recloop.handlers.http.model_registry import MAX_REASON_LENGTH, ChampionChangeOut, registry_errors
+from recloop.handlers.http.resolver import documented
 from recloop.learning.online.results import OnlineStatus, UpdateResult
 from recloop.registry.champion import ChampionPointer
 from recloop.registry.versions import VERSION_PATTERN
@@ -50,7 +51,12 @@ class OnlineRollbackIn(BaseModel):
     reason: str | None = Field(None, min_length=1, max_length=MAX_REASON_LENGTH)
 
 
-@router.get(f"{PREFIX}/status", summary="Buffer, updates, checkpoints and the version in service", tags=TAGS)
+@router.get(
+    f"{PREFIX}/status",
+    summary="Buffer, updates, checkpoints and the version in service",
+    tags=TAGS,
+    responses=documented(503),
+)
 def online_status() -> OnlineStatus:
     learner = get_container().online_learner
     with registry_errors():  # S3 down: 503 (Redis down: 503 from the resolver)
@@ -61,7 +67,7 @@ def online_status() -> OnlineStatus:
     f"{PREFIX}/trigger",
     summary="Run an online update on the buffered events now (waits for its result)",
     tags=TAGS,
-    responses={409: {"description": "an update is already running"}, 502: {"description": "the update failed"}},
+    responses=documented(409, 502, 503, 504),
 )
 def trigger_update() -> TriggerOut:
     reply = _invoke_online_update({"action": "trigger"})
@@ -74,7 +80,7 @@ def trigger_update() -> TriggerOut:
     f"{PREFIX}/rollback",
     summary="Serve a checkpointed version again (default: the newest checkpoint that is not the champion)",
     tags=TAGS,
-    responses={404: {"description": "no such checkpoint"}, 409: {"description": "refused; the champion is unchanged"}},
+    responses=documented(404, 409, 502, 503, 504, reads_body=True),
 )
 def rollback_online_update(body: Annotated[OnlineRollbackIn | None, Body()] = None) -> ChampionChangeOut:
     request = body or OnlineRollbackIn()
@@ -114,13 +120,7 @@ def _invoke_online_update(event: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(503, "online_update_unavailable", "the online-update function could not be invoked") from exc
     reply = invocation.reply
     if invocation.function_error or reply is None:
-        detail = reply or {}
-        logger.error("online update failed", extra={"function_error": invocation.function_error, "reply": detail})
-        raise ApiError(
-            502,
-            "online_update_failed",
-            f"the online update failed: {detail.get('errorType', 'error')}: {detail.get('errorMessage', '')}".rstrip(
-                ": "
-            ),
-        )
+        # The function's error type, message and stack trace stay in the log.
+        logger.error("online update failed", extra={"function_error": invocation.function_error, "reply": reply})
+        raise ApiError(502, "online_update_failed", "the online update failed; the online-update function logged why")
     return reply

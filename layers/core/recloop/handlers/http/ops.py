@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from recloop import __version__
 from recloop.container import get_container
 from recloop.core.events import EventType
-from recloop.handlers.http.resolver import json_response
+from recloop.handlers.http.resolver import documented, json_response
 from recloop.handlers.http.schemas import ComponentHealth, HealthOut, LatencyOut, MetricsOut, ModelHealth
 from recloop.ops.health import check_components, overall_status
 from recloop.ops.metrics import DEFAULT_WINDOW_MINUTES, counters, latency_summary
@@ -18,7 +18,13 @@ from recloop.serving.champion import reported_model_status
 router = Router()
 
 
-@router.get("/api/v1/health", summary="Reachability of Redis, S3 and Kinesis", tags=["operations"])
+@router.get(
+    "/api/v1/health",
+    summary="Reachability of Redis, S3 and Kinesis",
+    tags=["operations"],
+    # 503: unhealthy (Redis down), with the same body.
+    responses=documented(public=True, bodies={200: HealthOut, 503: HealthOut}),
+)
 def get_health() -> Any:
     services = get_container()
     components = check_components(services.redis, *services.probes())
@@ -44,13 +50,17 @@ def _model_health(redis_client: Any) -> ModelHealth | None:
     raw = reported_model_status(redis_client)
     if not raw:
         return None
-    return ModelHealth(
-        champion=raw.get("champion") or None, serving=raw.get("serving") or None, error=raw.get("error") or None
-    )
+    champion = raw.get("champion") or None
+    # The recorded reason holds exception text (S3 errors name buckets and ARNs): this route is public.
+    error = f"{champion or 'the champion'} could not be loaded; the recommend function logged why"
+    return ModelHealth(champion=champion, serving=raw.get("serving") or None, error=error if raw.get("error") else None)
 
 
 @router.get(
-    "/api/v1/metrics", summary="Latency percentiles, event counts, cold-start and cache rates", tags=["operations"]
+    "/api/v1/metrics",
+    summary="Latency percentiles, event counts, cold-start and cache rates",
+    tags=["operations"],
+    responses=documented(503, public=True),
 )
 def get_metrics() -> MetricsOut:
     redis_client = get_container().redis

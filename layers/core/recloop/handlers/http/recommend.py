@@ -9,6 +9,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from recloop.adapters.redis import REDIS_ERRORS
 from recloop.container import get_container
 from recloop.handlers.errors import ApiError
+from recloop.handlers.http.access import require_acting_for
+from recloop.handlers.http.resolver import documented
 from recloop.handlers.http.schemas import RecommendedItem, RecommendIn, RecommendOut
 from recloop.serving.recommender import Recommendation
 
@@ -17,8 +19,14 @@ metrics = Metrics()
 logger = Logger(child=True)
 
 
-@router.post("/api/v1/recommend", summary="Top items for a user", tags=["recommendations"])
+@router.post(
+    "/api/v1/recommend",
+    summary="Top items for a user",
+    tags=["recommendations"],
+    responses=documented(503, reads_body=True),
+)
 def post_recommend(request: RecommendIn) -> RecommendOut:
+    require_acting_for(router.current_event, [("user_id", request.user_id)])
     recommender = get_container().recommender
     try:
         result = recommender.recommend(

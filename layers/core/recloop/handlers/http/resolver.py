@@ -10,13 +10,19 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from recloop import __version__
 from recloop.adapters.redis import REDIS_ERRORS, RedisError
 from recloop.container import get_container
 from recloop.core.errors import RecLoopError
 from recloop.handlers.errors import ApiError, error_body, status_of
+from recloop.handlers.http.access import access_middleware
+from recloop.handlers.http.request_body import MAX_BODY_BYTES, decode_base64_body, parse_json_body
+from recloop.handlers.http.schemas import ErrorOut
 from recloop.ops.metrics import record_latency
 
 logger = Logger(child=True)
@@ -26,6 +32,43 @@ API_TITLE = "RecLoop"
 
 def json_response(status_code: int, body: Any) -> Response:
     return Response(status_code=status_code, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+# What each error status means on this API; the body of every one is an ErrorOut.
+ERROR_STATUSES = {
+    400: "the body cannot be read safely: nested too deep, a number too long, or not valid UTF-8 text",
+    401: "no valid credentials came with the request",
+    403: "the caller may not do this, or not for this user",
+    404: "no such resource",
+    409: "refused in the current state; nothing was changed",
+    413: f"the body is over {MAX_BODY_BYTES} bytes",
+    415: "the body is not labelled application/json",
+    422: "a field is invalid; `errors` names each one",
+    500: "an unexpected failure, logged with the request id",
+    502: "a function behind this route failed",
+    503: "a dependency did not answer; nothing was changed, retry later",
+    504: "a function behind this route did not answer in time; it may still be running",
+}
+
+
+def documented(
+    *errors: int, bodies: dict[int, Any] | None = None, reads_body: bool = False, public: bool = False
+) -> dict[int, Any]:
+    """The OpenAPI responses of a route: every error status it can answer (those of any route, `errors`, and
+    400/413/415 when it reads a body), then `bodies`, the statuses whose body is a model of its own
+    (None: the route's return annotation)."""
+    statuses = {422, 500, *errors, *(() if public else (401, 403)), *((400, 413, 415) if reads_body else ())}
+    responses: dict[int, Any] = {
+        status: {
+            "description": ERROR_STATUSES[status],
+            "content": {content_types.APPLICATION_JSON: {"model": ErrorOut}},
+        }
+        for status in sorted(statuses)
+    }
+    for status, model in (bodies or {200: None}).items():
+        content = {} if model is None else {"content": {content_types.APPLICATION_JSON: {"model": model}}}
+        responses[status] = {"description": "success" if status < 400 else ERROR_STATUSES[status], **content}
+    return responses
 
 
 def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -68,7 +111,7 @@ def _latency_middleware(app: APIGatewayRestResolver, next_middleware: Callable[.
 
 
 def build_resolver(*routers: Router, swagger: bool = False) -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(exc: RequestValidationError) -> Response:
@@ -82,7 +125,10 @@ def build_resolver(*routers: Router, swagger: bool = False) -> APIGatewayRestRes
 
     @app.exception_handler(RecLoopError)
     def _domain_error(exc: RecLoopError) -> Response:
-        return json_response(status_of(exc), error_body(exc))
+        status = status_of(exc)
+        if status >= 500:
+            logger.warning("dependency unavailable", extra={"code": exc.code, "error": repr(exc)})
+        return json_response(status, error_body(exc))
 
     @app.exception_handler(RedisError)
     def _store_unavailable(exc: RedisError) -> Response:
@@ -91,7 +137,29 @@ def build_resolver(*routers: Router, swagger: bool = False) -> APIGatewayRestRes
             503, {"error": "feature_store_unavailable", "message": "the feature store did not answer; retry later"}
         )
 
-    app.use(middlewares=[_latency_middleware])
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _not_json(_: RequestUnsupportedContentType) -> Response:
+        return json_response(415, {"error": "unsupported_media_type", "message": "send the body as application/json"})
+
+    @app.not_found
+    def _no_route(_: Exception) -> Response:
+        return json_response(404, {"error": "no_route", "message": "no such route on this API"})
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The body says nothing of the failure; the log has it, under the request id the body gives.
+        logger.exception("unexpected failure")
+        request_id = getattr(app.lambda_context, "aws_request_id", "")
+        return json_response(
+            500,
+            {
+                "error": "internal_error",
+                "message": "an unexpected error occurred; it is logged",
+                "request_id": request_id,
+            },
+        )
+
+    app.use(middlewares=[_latency_middleware, access_middleware])
     for router in routers:
         app.include_router(router)
     if swagger:
@@ -113,7 +181,7 @@ def api_handler(app: APIGatewayRestResolver) -> Callable[[dict, Any], dict]:
     @root_logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
     @metrics.log_metrics(capture_cold_start_metric=True)
     def handler(event: dict, context: Any) -> dict:
-        return app.resolve(read_body_as_json(event), context)
+        return app.resolve(decode_base64_body(read_body_as_json(event)), context)
 
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() in ("1", "true", "yes"):
         return handler

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    StringConstraints,
+    field_validator,
+)
 
 from recloop.core.events import EventType, Identifier, Interaction, new_event_id
 
 MAX_BATCH_EVENTS = 500
+# A context travels inside the event's stream record: small, shallow, and JSON the record encoder can write.
 MAX_CONTEXT_BYTES = 4096
+MAX_CONTEXT_DEPTH = 8
+MAX_CONTEXT_KEYS = 64
+MAX_CONTEXT_KEY_LENGTH = 128
 # Timestamps further in the future than this are clock errors, not events.
 MAX_CLOCK_SKEW_SECONDS = 300
 EARLIEST_TIMESTAMP = 946_684_800  # 2000-01-01
@@ -19,6 +32,46 @@ MAX_ITEMS_PER_UPSERT = 1000
 MAX_EXCLUDED_ITEMS = 1000
 
 Category = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^|]+$")]
+
+
+def _streamable_context(value: dict[str, Any]) -> dict[str, Any]:
+    keys = _checked_key_count(value, depth=1)
+    if keys > MAX_CONTEXT_KEYS:
+        raise ValueError(f"must hold at most {MAX_CONTEXT_KEYS} keys in all")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    except (TypeError, ValueError):
+        raise ValueError("must hold JSON values only") from None
+    if size > MAX_CONTEXT_BYTES:
+        raise ValueError(f"must serialise to at most {MAX_CONTEXT_BYTES} bytes")
+    return value
+
+
+def _checked_key_count(value: Any, depth: int) -> int:
+    """Keys at every level of a context, refusing one that is too deep, a long key or a number that is no number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must hold finite numbers only")
+    if not isinstance(value, dict | list):
+        return 0
+    if depth > MAX_CONTEXT_DEPTH:
+        raise ValueError(f"must be nested at most {MAX_CONTEXT_DEPTH} levels deep")
+    if isinstance(value, list):
+        return sum(_checked_key_count(item, depth + 1) for item in value)
+    if any(len(key) > MAX_CONTEXT_KEY_LENGTH for key in value):
+        raise ValueError(f"a key must be at most {MAX_CONTEXT_KEY_LENGTH} characters")
+    return len(value) + sum(_checked_key_count(item, depth + 1) for item in value.values())
+
+
+Context = Annotated[
+    dict[str, Any],
+    AfterValidator(_streamable_context),
+    Field(
+        description=f"Free-form JSON object: at most {MAX_CONTEXT_BYTES} bytes, {MAX_CONTEXT_DEPTH} levels, "
+        f"{MAX_CONTEXT_KEYS} keys of at most {MAX_CONTEXT_KEY_LENGTH} characters, finite numbers"
+    ),
+]
 
 
 class InteractionIn(BaseModel):
@@ -35,7 +88,7 @@ class InteractionIn(BaseModel):
     )
     recommendation_id: Identifier | None = None
     event_id: Identifier | None = Field(None, description="Client-chosen id that makes retries idempotent")
-    context: dict[str, Any] | None = None
+    context: Context | None = None
 
     @field_validator("timestamp")
     @classmethod
@@ -46,13 +99,6 @@ class InteractionIn(BaseModel):
             raise ValueError("must be unix seconds after 2000-01-01")
         if value > time.time() + MAX_CLOCK_SKEW_SECONDS:
             raise ValueError("must not be in the future")
-        return value
-
-    @field_validator("context")
-    @classmethod
-    def _bounded_context(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(_json_dumps(value)) > MAX_CONTEXT_BYTES:
-            raise ValueError(f"must serialise to at most {MAX_CONTEXT_BYTES} bytes")
         return value
 
     def to_event(self, received_at: float) -> Interaction:
@@ -77,13 +123,25 @@ class EventAccepted(BaseModel):
 class EventBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Events stay raw here so that one bad event is reported alone instead of failing the batch.
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+    # Documented as interactions, kept raw (SkipValidation): each is validated on its own, so that one bad event
+    # is reported alone instead of failing the batch.
+    events: list[SkipValidation[InteractionIn]] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
 class FieldError(BaseModel):
     field: str
     reason: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 5xx body: a stable code, a fixed message, and safe details (the fields at fault, a limit, a
+    version). Never exception text: that is logged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="stable code, e.g. validation_error, body_too_large, feature_store_unavailable")
+    message: str
+    errors: list[FieldError] | None = Field(None, description="each field at fault, as a dotted path in the body")
 
 
 class BatchEventResult(BaseModel):
@@ -128,7 +186,9 @@ class RecommendIn(BaseModel):
     categories: list[Category] | None = Field(
         None, max_length=32, description="Only items in at least one of these categories"
     )
-    context: dict[str, Any] | None = None
+    context: Context | None = Field(
+        None, description="Bounded like an event's context; accepted for clients that send one, not used to rank yet"
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -149,13 +209,15 @@ class RecommendOut(BaseModel):
 class ComponentHealth(BaseModel):
     status: Literal["healthy", "unhealthy"]
     latency_ms: float
-    error: str | None = None
+    error: str | None = Field(None, description="set when unhealthy; the reason is in the function's log")
 
 
 class ModelHealth(BaseModel):
     champion: str | None = Field(None, description="the registry's champion version")
     serving: str | None = Field(None, description="what recommend instances last reported serving")
-    error: str | None = Field(None, description="why the champion could not be loaded, if it could not")
+    error: str | None = Field(
+        None, description="set when the champion could not be loaded; the reason is in the recommend function's log"
+    )
 
 
 class HealthOut(BaseModel):
@@ -180,7 +242,3 @@ class MetricsOut(BaseModel):
     recommendations_total: int
     cold_start_rate: float
     cache_hit_rate: float
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
