@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -24,14 +23,6 @@ from recloop.container import get_container, reset_container
 from recloop.features import store as store_module
 from tests.faults.redis_process import RedisProcess
 from tests.support.environment import REGION, TEST_BUCKET, TEST_STREAM
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
-    process.start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

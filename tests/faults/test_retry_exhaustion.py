@@ -34,6 +34,7 @@ from recloop.ingest.consumer import StreamRecord
 from recloop.ingest.replay import FAILURES_PREFIX, REPLAYED_PREFIX
 from recloop.tools import replay_failed
 from tests.support.environment import REGION, ROOT, TEST_BUCKET, TEST_STREAM
+from tests.support.redis_state import redis_state
 from tests.support.stream import kinesis_batch
 
 FAILED_RECORDS_BUCKET = "recloop-test-failed-records"
@@ -252,18 +253,6 @@ def failure_objects(stack: dict[str, Any]) -> list[str]:
 def dead_letters(stack: dict[str, Any]) -> list[dict[str, Any]]:
     messages = stack["sqs"].receive_message(QueueUrl=stack["queue"], MaxNumberOfMessages=10).get("Messages", [])
     return [json.loads(m["Body"]) for m in messages]
-
-
-def redis_state(client: redis.Redis) -> dict[str, Any]:
-    """Every key with its value (TTLs aside)."""
-    readers = {
-        "string": client.get,
-        "hash": client.hgetall,
-        "list": lambda k: client.lrange(k, 0, -1),
-        "set": lambda k: sorted(client.smembers(k)),
-        "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-    }
-    return {key: readers[client.type(key)](key) for key in sorted(client.keys("*"))}
 
 
 def assert_counted_once(stack: dict[str, Any], events: list[Interaction]) -> None:

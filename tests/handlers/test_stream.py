@@ -25,6 +25,7 @@ from recloop.models.bundle import ModelKind
 from recloop.registry.model_registry import ModelRegistry
 from tests.support.environment import EVENTS_DIR, REGION, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item
+from tests.support.redis_state import redis_state
 from tests.support.stream import SHARD, kinesis_batch, published_twice, records
 
 BUFFER_SIZE = 40
@@ -57,18 +58,6 @@ def registry(aws: dict[str, Any], redis_client: redis.Redis) -> ModelRegistry:
 def archived_keys(aws: dict[str, Any]) -> list[str]:
     pages = aws["s3"].get_paginator("list_objects_v2").paginate(Bucket=TEST_BUCKET, Prefix="events/")
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
-def redis_state(client: redis.Redis) -> dict[str, Any]:
-    """Every key with its value (TTLs aside)."""
-    readers = {
-        "string": client.get,
-        "hash": client.hgetall,
-        "list": lambda k: client.lrange(k, 0, -1),
-        "set": lambda k: sorted(client.smembers(k)),
-        "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-    }
-    return {key: readers[client.type(key)](key) for key in sorted(client.keys("*"))}
 
 
 def dead_letters(queue_url: str) -> list[dict[str, Any]]:
