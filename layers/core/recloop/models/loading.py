@@ -29,7 +29,8 @@ def load_model(bundle: ModelBundle) -> Any:
         try:
             importlib.import_module(KIND_MODULES[kind])
         except ImportError as exc:  # e.g. a function deployed without the numeric layer
-            raise CorruptModelError(f"model kind {kind.value!r} cannot load here: {exc}") from exc
+            # The import error names paths inside the function; it stays on the exception's cause, for the log.
+            raise CorruptModelError(f"model kind {kind.value!r} cannot load in this function") from exc
     loader = LOADERS.get(kind)
     if loader is None:
         raise CorruptModelError(f"no loader for model kind {bundle.metadata.kind!r}")
@@ -38,4 +39,5 @@ def load_model(bundle: ModelBundle) -> Any:
     except CorruptModelError:
         raise
     except Exception as exc:  # any failure to load means the version cannot serve
-        raise CorruptModelError(f"{bundle.metadata.version} does not load: {type(exc).__name__}: {exc}") from exc
+        # What failed inside the loader stays on the exception's cause (logged), not in the message a client reads.
+        raise CorruptModelError(f"{bundle.metadata.version} does not load ({type(exc).__name__})") from exc

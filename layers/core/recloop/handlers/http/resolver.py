@@ -128,6 +128,8 @@ def build_resolver(*routers: Router, swagger: bool = False) -> APIGatewayRestRes
         status = status_of(exc)
         if status >= 500:
             logger.warning("dependency unavailable", extra={"code": exc.code, "error": repr(exc)})
+        elif exc.__cause__ is not None:  # the detail the body leaves out (e.g. why a model does not load)
+            logger.warning("request refused", extra={"code": exc.code, "cause": repr(exc.__cause__)})
         return json_response(status, error_body(exc))
 
     @app.exception_handler(RedisError)
