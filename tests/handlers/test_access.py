@@ -192,3 +192,13 @@ def test_the_template_opens_exactly_the_public_routes_and_gives_every_other_one_
                 authorizers[route["Path"]] = (route.get("Auth") or {}).get("Authorizer", "ClientToken")
     assert {path for path, authorizer in authorizers.items() if authorizer == "NONE"} == PUBLIC_ROUTES
     assert {authorizer for path, authorizer in authorizers.items() if path not in PUBLIC_ROUTES} == {"ClientToken"}
+
+
+def test_only_the_local_profile_turns_the_functions_caller_checks_off() -> None:
+    """The sam CLI drops an empty ApiAuth override, so the checks must follow DeploymentProfile: a local stack
+    deployed with the default ApiAuth still answers without tokens, and no other profile ever runs without them."""
+    template, problems = decode(str(ROOT / "template.yaml"))
+    assert not problems, problems
+    auth_mode = template["Globals"]["Function"]["Environment"]["Variables"]["AUTH_MODE"]
+    assert auth_mode == {"Fn::If": ["IsLocalProfile", "none", "token"]}
+    assert template["Conditions"]["IsLocalProfile"] == {"Fn::Equals": [{"Ref": "DeploymentProfile"}, "local"]}
