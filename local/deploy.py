@@ -51,6 +51,7 @@ def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
             "--no-fail-on-empty-changeset",
             "--parameter-overrides",
             "DeploymentProfile=local",
+            'ApiAuth=""',
             f"RedisUrl={redis_url}",
             "RedisCluster=false",
             f"StageName={STAGE}",

@@ -195,8 +195,8 @@ def test_the_template_opens_exactly_the_public_routes_and_gives_every_other_one_
 
 
 def test_only_the_local_profile_turns_the_functions_caller_checks_off() -> None:
-    """The sam CLI drops an empty ApiAuth override, so the checks must follow DeploymentProfile: a local stack
-    deployed with the default ApiAuth still answers without tokens, and no other profile ever runs without them."""
+    """The checks follow DeploymentProfile, not ApiAuth: LocalStack evaluates an empty ApiAuth as its default in
+    Conditions, so a local stack would answer 401; and no other profile ever runs without them."""
     template, problems = decode(str(ROOT / "template.yaml"))
     assert not problems, problems
     auth_mode = template["Globals"]["Function"]["Environment"]["Variables"]["AUTH_MODE"]
