@@ -1,0 +1,1 @@
+"""Experiments between model versions: assignment, attributed outcomes, anytime-valid decisions, promotion."""
