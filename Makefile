@@ -16,7 +16,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 BUILD_DIR := .aws-sam/build
 SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
 
-.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online clean
+.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online bench-experiments clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench-replay    replay benchmark on the shared MovieTweetings data (HR@10, NDCG@10)"
 	@echo "make bench-training  lgbm training time on 1M synthetic interactions"
 	@echo "make bench-online    online-update cost (1000-event buffer) and Kinesis batch throughput, JSON"
+	@echo "make bench-experiments  statistical suite of experiments (A/A, power, regret, SRM, attribution), JSON"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
 setup: $(STAMP) $(TOOLS_STAMP)
@@ -98,6 +99,9 @@ bench-training: $(STAMP)
 
 bench-online: $(STAMP)
 	@$(PY) -m bench.online_update
+
+bench-experiments: $(STAMP)
+	@$(PY) -m bench.experiments --json
 
 clean:
 	rm -rf .aws-sam .pytest_cache .coverage

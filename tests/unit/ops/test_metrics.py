@@ -1,6 +1,6 @@
 import pytest
 
-from recloop.ops.metrics import bucket_of, bucket_upper_ms, percentile_from_histogram
+from recloop.core.latency_histogram import bucket_of, bucket_upper_ms, percentile_from_histogram
 
 
 @pytest.mark.parametrize("latency", [0.01, 0.3, 1.0, 2.5, 17.0, 250.0, 9000.0])

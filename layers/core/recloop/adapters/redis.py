@@ -100,6 +100,8 @@ class Keys:
     ONLINE_BUFFER_ID = "{olb}:id"  # this buffer's identity (a Redis that lost its data starts a new one)
     # The ranker's served-feature log (recloop.serving.served_log).
     SERVED_FEATURES = "{olr}:served"
+    # The running experiments' definitions, cached for a few seconds (S3 holds the truth; a change deletes it).
+    RUNNING_EXPERIMENTS = "recloop:experiments:running"
 
     # What a decay rescale rewrites (recloop.features.store.FeatureStore.rescale_decay): SCAN patterns, and the
     # popularity ranking's replacement, built aside and renamed over it (same slot: the hash tag is its name).
@@ -141,6 +143,12 @@ class Keys:
         return f"{{u:{user_id}}}:rec:{recommendation_id}"
 
     @staticmethod
+    def user_experiment_impressions(user_id: str) -> str:
+        """List of the user's recent experiment impressions (JSON, newest first, capped; TTL the attribution window),
+        read in one call to credit an event that names no recommendation."""
+        return f"{{u:{user_id}}}:xrec"
+
+    @staticmethod
     def item_features(item_id: str) -> str:
         return f"{{i:{item_id}}}:f"
 
@@ -152,3 +160,25 @@ class Keys:
     @staticmethod
     def metrics_latency(endpoint: str, minute: int) -> str:
         return f"recloop:lat:{endpoint}:{minute}"
+
+    # Experiments (recloop.experiments.counters): everything about one experiment shares the hash tag {x:<id>}, so
+    # claiming an outcome and counting it is one script.
+    @staticmethod
+    def experiment_arm(experiment_id: str, variant: str) -> str:
+        """Hash of one variant's counters: impressions, conversions, negatives, latency_ms_sum."""
+        return f"{{x:{experiment_id}}}:arm:{variant}"
+
+    @staticmethod
+    def experiment_latency(experiment_id: str, variant: str) -> str:
+        """Hash latency bucket -> impressions of one variant (recloop.core.latency_histogram)."""
+        return f"{{x:{experiment_id}}}:lat:{variant}"
+
+    @staticmethod
+    def experiment_outcome(experiment_id: str, outcome_id: str) -> str:
+        """Claimed when an outcome is counted, so a redelivery or a retry counts once."""
+        return f"{{x:{experiment_id}}}:out:{outcome_id}"
+
+    @staticmethod
+    def experiment_pattern(experiment_id: str) -> str:
+        """SCAN pattern of every key of one experiment."""
+        return f"{{x:{experiment_id}}}:*"

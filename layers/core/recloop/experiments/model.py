@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -69,6 +70,9 @@ class Experiment(BaseModel):
     started_at: str | None = None
     stopped_at: str | None = None
     decision: Decision | None = None
+    # The results as they stood when the experiment stopped or concluded (recloop.experiments.service's
+    # ExperimentResults): durable with the definition, whatever becomes of the Redis counters.
+    final_results: dict[str, Any] | None = None
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:

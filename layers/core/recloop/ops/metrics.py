@@ -6,26 +6,14 @@ any window are a merge of small hashes, whatever the number of instances.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 from recloop.adapters.redis import Keys, RedisClient
+from recloop.core.latency_histogram import bucket_of, percentile_from_histogram
 
-BUCKET_BASE_MS = 0.05
-BUCKET_GROWTH = 1.1
 HISTOGRAM_TTL_SECONDS = 2 * 3600
 DEFAULT_WINDOW_MINUTES = 60
-
-
-def bucket_of(latency_ms: float) -> int:
-    if latency_ms <= BUCKET_BASE_MS:
-        return 0
-    return 1 + int(math.log(latency_ms / BUCKET_BASE_MS, BUCKET_GROWTH))
-
-
-def bucket_upper_ms(bucket: int) -> float:
-    return BUCKET_BASE_MS * BUCKET_GROWTH**bucket
 
 
 def record_latency(redis_client: RedisClient, endpoint: str, latency_ms: float, now: float | None = None) -> None:
@@ -44,19 +32,6 @@ class LatencySummary:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-
-
-def percentile_from_histogram(histogram: dict[int, int], quantile: float) -> float:
-    total = sum(histogram.values())
-    if not total:
-        return 0.0
-    threshold = quantile * total
-    running = 0
-    for bucket in sorted(histogram):
-        running += histogram[bucket]
-        if running >= threshold:
-            return round(bucket_upper_ms(bucket), 3)
-    return round(bucket_upper_ms(max(histogram)), 3)
 
 
 def latency_summary(

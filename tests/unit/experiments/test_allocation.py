@@ -1,0 +1,113 @@
+"""Entry by hash, sticky weighted splits, and the bandits' burn-in, floor share and exploitation."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from recloop.core.settings import AllocationStrategy
+from recloop.experiments.allocation import (
+    BURN_IN_IMPRESSIONS,
+    FLOOR_SHARE,
+    choose_variant,
+    in_experiment,
+    unit_hash,
+)
+from recloop.experiments.counters import ArmCounts
+from recloop.experiments.model import Experiment, Variant
+from recloop.experiments.statistics import chi_square_survival
+
+
+def make_experiment(
+    strategy: AllocationStrategy, weights: list[float | None] | None = None, traffic: float = 100, epsilon: float = 0.1
+) -> Experiment:
+    weights = weights or [None, None]
+    return Experiment(
+        experiment_id="exp_000000000002",
+        name="test",
+        variants=[
+            Variant(variant_id=f"var_{n}", name=f"arm{n}", model_version=f"v{n}", weight=weight)
+            for n, weight in enumerate(weights)
+        ],
+        allocation_strategy=strategy,
+        traffic_percentage=traffic,
+        epsilon=epsilon,
+        salt="fixed-salt",
+    )
+
+
+def test_hash_is_uniform_over_100k_ids() -> None:
+    bins = 20
+    counts = Counter(int(unit_hash(f"salt:user{n}") * bins) for n in range(100_000))
+    expected = 100_000 / bins
+    statistic = sum((counts[b] - expected) ** 2 / expected for b in range(bins))
+    assert chi_square_survival(statistic, bins - 1) > 0.001
+
+
+def test_traffic_percentage_admits_that_share_of_users() -> None:
+    experiment = make_experiment(AllocationStrategy.FIXED_SPLIT, traffic=30)
+    admitted = sum(in_experiment(experiment, f"user{n}") for n in range(20_000))
+    assert admitted / 20_000 == pytest.approx(0.30, abs=0.015)
+    assert not any(
+        in_experiment(make_experiment(AllocationStrategy.FIXED_SPLIT, traffic=0), f"u{n}") for n in range(99)
+    )
+
+
+def test_fixed_split_is_sticky_and_follows_the_weights() -> None:
+    experiment = make_experiment(AllocationStrategy.FIXED_SPLIT, weights=[0.7, 0.3])
+    rng = random.Random(1)
+    first = [choose_variant(experiment, f"user{n}", {}, rng).name for n in range(20_000)]
+    again = [choose_variant(experiment, f"user{n}", {}, rng).name for n in range(20_000)]
+    assert first == again
+    assert first.count("arm0") / 20_000 == pytest.approx(0.7, abs=0.015)
+
+
+def test_fixed_split_inside_a_partial_traffic_is_still_even() -> None:
+    experiment = make_experiment(AllocationStrategy.FIXED_SPLIT, traffic=20)
+    rng = random.Random(1)
+    users = [f"user{n}" for n in range(50_000) if in_experiment(experiment, f"user{n}")]
+    shares = Counter(choose_variant(experiment, user, {}, rng).name for user in users)
+    assert shares["arm0"] / len(users) == pytest.approx(0.5, abs=0.02)
+
+
+def shares(experiment: Experiment, counts: dict[str, ArmCounts], requests: int = 20_000) -> dict[str, float]:
+    rng = random.Random(7)
+    chosen = Counter(choose_variant(experiment, f"u{n}", counts, rng).name for n in range(requests))
+    return {name: chosen[name] / requests for name in ("arm0", "arm1")}
+
+
+@pytest.mark.parametrize("strategy", [AllocationStrategy.THOMPSON_SAMPLING, AllocationStrategy.EPSILON_GREEDY])
+def test_bandits_split_equally_during_burn_in(strategy: AllocationStrategy) -> None:
+    counts = {
+        "arm0": ArmCounts(impressions=BURN_IN_IMPRESSIONS - 1, conversions=0),
+        "arm1": ArmCounts(impressions=5000, conversions=900),
+    }
+    assert shares(make_experiment(strategy), counts)["arm0"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_thompson_favours_the_better_arm_and_keeps_the_floor_share() -> None:
+    counts = {
+        "arm0": ArmCounts(impressions=5000, conversions=250),
+        "arm1": ArmCounts(impressions=5000, conversions=400),
+    }
+    result = shares(make_experiment(AllocationStrategy.THOMPSON_SAMPLING), counts)
+    assert result["arm0"] == pytest.approx(FLOOR_SHARE, abs=0.01)
+
+
+def test_thompson_splits_evenly_between_equal_arms() -> None:
+    counts = {
+        "arm0": ArmCounts(impressions=5000, conversions=250),
+        "arm1": ArmCounts(impressions=5000, conversions=250),
+    }
+    assert shares(make_experiment(AllocationStrategy.THOMPSON_SAMPLING), counts)["arm0"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_epsilon_greedy_exploits_the_best_rate_and_explores_epsilon() -> None:
+    counts = {
+        "arm0": ArmCounts(impressions=5000, conversions=250),
+        "arm1": ArmCounts(impressions=5000, conversions=260),
+    }
+    result = shares(make_experiment(AllocationStrategy.EPSILON_GREEDY, epsilon=0.2), counts)
+    assert result["arm0"] == pytest.approx(0.1, abs=0.01)
