@@ -1,26 +1,33 @@
 """`make dev`: RecLoop running locally until Ctrl-C; `make down` (python -m local.dev --down) stops it.
 
 Brings up embedded Redis, LocalStack and the deployed SAM stack (see local/runtime.py), loads a small
-generated demo catalogue and demo traffic through the API, and prints what to try next.
+generated demo catalogue and demo traffic through the API, trains an mf and an lgbm version on that traffic into
+the stack's registry and promotes one (local/demo.py), and prints what to try next.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import signal
 import threading
+import time
 import urllib.request
 from typing import Any
 
+from local.demo import (
+    DEMO_ITEMS,
+    DEMO_USERS,
+    DemoData,
+    DemoModels,
+    demo_data,
+    interactions,
+    promote_demo_champion,
+    train_demo_models,
+)
 from local.processes import log
-from local.runtime import AlreadyRunningError, down, running
-from local.services import DEV
-
-CATEGORIES = ["Drama", "Comedy", "Action", "Documentary", "Horror", "Romance", "Sci-Fi", "Animation"]
-DEMO_ITEMS = 240
-DEMO_USERS = 60
+from local.runtime import AlreadyRunningError, RunningStack, down, running
+from local.services import DEV, boto_client
 
 
 def call(base_url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -35,29 +42,35 @@ def call(base_url: str, method: str, path: str, body: Any = None) -> tuple[int, 
         return error.code, json.loads(error.read() or b"null")
 
 
-def load_demo_data(base_url: str, seed: int = 42) -> dict[str, int]:
-    """A generated catalogue in genres, and users who mostly stay within two favourite genres."""
-    rng = random.Random(seed)
-    items = [
-        {"item_id": f"item_{n}", "categories": [CATEGORIES[n % len(CATEGORIES)]], "title": f"Demo title {n}"}
-        for n in range(DEMO_ITEMS)
-    ]
-    call(base_url, "POST", "/api/v1/items", {"items": items})
-    by_genre = {genre: [i["item_id"] for i in items if i["categories"][0] == genre] for genre in CATEGORIES}
-    events = []
-    for user in range(DEMO_USERS):
-        favourites = rng.sample(CATEGORIES, 2)
-        for _ in range(rng.randint(4, 12)):
-            genre = rng.choice(favourites) if rng.random() < 0.85 else rng.choice(CATEGORIES)
-            pool = by_genre[genre]
-            item = pool[min(int(rng.expovariate(0.25)), len(pool) - 1)]  # a few hits per genre
-            kind = rng.choices(["view", "click", "like", "purchase", "dislike"], [40, 30, 15, 10, 5])[0]
-            events.append({"user_id": f"demo_user_{user}", "item_id": item, "event_type": kind})
+def send_events(base_url: str, events: list[dict[str, Any]]) -> int:
+    """Events through the API's batch route; the number it accepted."""
     accepted = 0
     for start in range(0, len(events), 500):
         _, reply = call(base_url, "POST", "/api/v1/events/batch", {"events": events[start : start + 500]})
         accepted += reply.get("accepted", 0) if isinstance(reply, dict) else 0
-    return {"items": len(items), "events": accepted}
+    return accepted
+
+
+def train_into_stack(stack: RunningStack, demo: DemoData) -> DemoModels:
+    """The demo's two versions trained here, with the product's training code, into the stack's own registry.
+
+    The stream consumer buffers the history for online learning in the order it was sent, one sequence number an
+    event, in a buffer this fresh stack has just started: the versions record that they learned it through
+    sequence len(history), so the first online update learns the live traffic, not the history again.
+    """
+    import redis
+
+    from recloop.adapters.objects import ObjectStore
+    from recloop.core.settings import Settings
+    from recloop.learning.online.buffer import OnlineBuffer
+    from recloop.registry.model_registry import ModelRegistry
+
+    redis_client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    objects = ObjectStore(boto_client(stack.profile, "s3"), stack.outputs["BucketName"])
+    registry = ModelRegistry(objects, redis_client)
+    learned_through = OnlineBuffer(redis_client, Settings()).position(len(demo.history))
+    versions = train_demo_models(interactions(demo.history), registry, Settings(), learned_through)
+    return promote_demo_champion(registry, versions)
 
 
 TRY_NEXT = """
@@ -71,8 +84,41 @@ RecLoop is running. The API is at {url} (Swagger UI: {url}/docs). Try:
   curl {url}/api/v1/metrics
 
 Demo data: {items} items (item_0 .. item_{last_item}), {events} events from demo_user_0 .. demo_user_{last_user}.
+{models}
 Logs: .local/dev/logs/. Stop with Ctrl-C here, or `make down` from another shell.
 """
+
+DEMO_MODELS = """
+Demo models, trained on that traffic in {seconds:.0f} s:
+{versions}
+An online update of the champion publishes a child version (they are listed at {url}/api/v1/mlops/models):
+  curl -X POST {url}/api/v1/mlops/online-learning/trigger
+  curl {url}/api/v1/mlops/online-learning/status
+An experiment between the two versions:
+  curl -X POST {url}/api/v1/mlops/experiments -H "Content-Type: application/json" \\
+    -d '{body}'
+"""
+
+
+def describe_models(url: str, models: DemoModels, seconds: float) -> str:
+    versions = "\n".join(
+        f"  {v.version}  {v.kind.value}, holdout HR@10 {v.holdout_hr_at_10:.3f}"
+        + ("  (champion)" if v.version == models.champion else "")
+        for v in models.versions
+    )
+    champion = next(v for v in models.versions if v.version == models.champion)
+    challenger = next(v for v in models.versions if v.version != models.champion)
+    body = {
+        "name": f"{champion.kind.value} vs {challenger.kind.value}",
+        "description": "The two versions trained on the demo traffic",
+        "variants": [
+            {"name": "champion", "model_version": models.champion},
+            {"name": "challenger", "model_version": challenger.version},
+        ],
+        "allocation_strategy": "thompson_sampling",
+        "traffic_percentage": 50.0,
+    }
+    return DEMO_MODELS.format(seconds=seconds, versions=versions, url=url, body=json.dumps(body))
 
 
 def main() -> None:
@@ -90,16 +136,32 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     try:
         with running(DEV) as stack:
-            serve(stack.api_url, args.no_demo, stop)
+            serve(stack, args.no_demo, stop)
     except AlreadyRunningError as exc:
         log(f"{exc}; `make down` stops it")
 
 
-def serve(url: str, no_demo: bool, stop: threading.Event) -> None:
-    demo = {"items": 0, "events": 0} if no_demo else load_demo_data(url)
+def serve(stack: RunningStack, no_demo: bool, stop: threading.Event) -> None:
+    url = stack.api_url
+    events, models = 0, ""
+    if not no_demo:
+        loading = time.monotonic()
+        demo = demo_data()
+        call(url, "POST", "/api/v1/items", {"items": demo.items})
+        events = send_events(url, demo.history)
+        started = time.monotonic()
+        trained = train_into_stack(stack, demo)
+        models = describe_models(url, trained, time.monotonic() - started)
+        events += send_events(url, demo.live)
+        log(f"demo data and models in {time.monotonic() - loading:.1f} s")
     print(
         TRY_NEXT.format(
-            url=url, items=demo["items"], last_item=DEMO_ITEMS - 1, events=demo["events"], last_user=DEMO_USERS - 1
+            url=url,
+            items=0 if no_demo else DEMO_ITEMS,
+            last_item=DEMO_ITEMS - 1,
+            events=events,
+            last_user=DEMO_USERS - 1,
+            models=models,
         ),
         flush=True,
     )

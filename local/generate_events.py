@@ -39,6 +39,26 @@ class Route:
     resource: str
     body: Any = None  # JSON-serialisable request body; None for requests without one
     accept: str = "application/json"
+    path_parameters: dict[str, str] | None = None  # the values of the resource's {placeholders}
+
+    @property
+    def request_path(self) -> str:
+        """The request path: the resource with its placeholders filled in."""
+        return self.resource.format_map(self.path_parameters or {})
+
+
+GUIDE_EXPERIMENT = {
+    "name": "LightGBM vs Neural CF",
+    "description": "Compare traditional vs deep learning approach",
+    "variants": [
+        {"name": "champion", "model_path": "/app/models/lgbm_v1.pkl", "model_version": "mf-online-test-0"},
+        {"name": "challenger", "model_path": "/app/models/neural_cf_v2.pkl", "model_version": "mf-challenger"},
+    ],
+    "allocation_strategy": "thompson_sampling",
+    "traffic_percentage": 50.0,
+}
+EXPERIMENT = {"experiment_id": "exp_a1b2c3d4e5f6"}  # the guide's example id (the samples' setup creates it)
+EXPERIMENTS = "/api/v1/mlops/experiments"
 
 
 ROUTES: tuple[Route, ...] = (
@@ -120,6 +140,29 @@ ROUTES: tuple[Route, ...] = (
         "/api/v1/mlops/online-learning/rollback",
         {},
     ),
+    Route("mlops/create_an_experiment.json", "POST", EXPERIMENTS, GUIDE_EXPERIMENT),
+    Route(
+        "mlops/create_an_experiment_with_an_unknown_version.json",
+        "POST",
+        EXPERIMENTS,
+        {
+            **GUIDE_EXPERIMENT,
+            "variants": [
+                {"name": "champion", "model_version": "mf-online-test-0"},
+                {"name": "challenger", "model_version": "v2.0"},
+            ],
+        },
+    ),
+    Route("mlops/list_experiments.json", "GET", EXPERIMENTS),
+    Route("mlops/start_an_experiment.json", "POST", EXPERIMENTS + "/{experiment_id}/start", path_parameters=EXPERIMENT),
+    Route(
+        "mlops/start_a_stopped_experiment.json",
+        "POST",
+        EXPERIMENTS + "/{experiment_id}/start",
+        path_parameters=EXPERIMENT,
+    ),
+    Route("mlops/experiment_results.json", "GET", EXPERIMENTS + "/{experiment_id}", path_parameters=EXPERIMENT),
+    Route("mlops/stop_an_experiment.json", "POST", EXPERIMENTS + "/{experiment_id}/stop", path_parameters=EXPERIMENT),
 )
 
 
@@ -143,7 +186,7 @@ def generate(route: Route) -> dict[str, Any]:
         "--method",
         route.method,
         "--path",
-        route.resource.lstrip("/"),  # sam prepends the slash itself
+        route.request_path.lstrip("/"),  # sam prepends the slash itself
         "--resource",
         route.resource,
         "--stage",
@@ -159,7 +202,7 @@ def generate(route: Route) -> dict[str, Any]:
     event["isBase64Encoded"] = False
     event["queryStringParameters"] = None
     event["multiValueQueryStringParameters"] = None
-    event["pathParameters"] = None
+    event["pathParameters"] = route.path_parameters
     event["stageVariables"] = None
 
     headers = {
@@ -177,7 +220,7 @@ def generate(route: Route) -> dict[str, Any]:
     event["multiValueHeaders"] = {key: [value] for key, value in event["headers"].items()}
 
     context = event["requestContext"]
-    assert context["path"] == f"/{STAGE}{route.resource}", context["path"]
+    assert context["path"] == f"/{STAGE}{route.request_path}", context["path"]
     assert context["resourcePath"] == route.resource and context["httpMethod"] == route.method
     context["requestTime"] = REQUEST_TIME
     context["requestTimeEpoch"] = REQUEST_TIME_EPOCH_MS

@@ -25,6 +25,9 @@ from local.inprocess import ApiClient, LambdaContext, load_function
 from recloop.adapters.functions import Invocation
 from recloop.adapters.objects import ObjectStore
 from recloop.container import get_container, reset_container
+from recloop.core.settings import AllocationStrategy
+from recloop.experiments.model import Experiment, Variant
+from recloop.experiments.store import ExperimentStore
 from recloop.registry.model_registry import ModelRegistry
 from tests.support.environment import EVENTS_DIR, REGION, ROOT, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item, tastes
@@ -117,6 +120,9 @@ class Deployment:
     def invoke(self, function: str, event: Any) -> Any:
         return self.handlers[function](copy.deepcopy(event), LambdaContext())
 
+    def experiments(self) -> ExperimentStore:
+        return get_container().experiment_store
+
     def post_events(self, *events: tuple[str, str, str]) -> None:
         for user, item, kind in events:
             assert self.api.post_event(user_id=user, item_id=item, event_type=kind)[0] == 202
@@ -181,6 +187,47 @@ def two_published_updates(d: Deployment) -> None:
     published_twice(lambda event: d.invoke("online_update", event), d.registry)
 
 
+def two_versions(d: Deployment) -> None:
+    """The champion mf-online-test-0 and a challenger, mf-challenger (the versions the experiment samples name)."""
+    champion(d.registry, "mf-challenger")
+    champion(d.registry)
+
+
+def a_draft_experiment(d: Deployment) -> None:
+    """The guide's experiment, exp_a1b2c3d4e5f6, created but not started."""
+    two_versions(d)
+    d.experiments().create(
+        Experiment(
+            experiment_id="exp_a1b2c3d4e5f6",
+            name="LightGBM vs Neural CF",
+            description="Compare traditional vs deep learning approach",
+            variants=[
+                Variant(variant_id="var_0", name="champion", model_version="mf-online-test-0"),
+                Variant(variant_id="var_1", name="challenger", model_version="mf-challenger"),
+            ],
+            allocation_strategy=AllocationStrategy.THOMPSON_SAMPLING,
+            traffic_percentage=50.0,
+            created_at="2026-11-27T12:00:00+00:00",
+        )
+    )
+
+
+def a_running_experiment_with_traffic(d: Deployment) -> None:
+    """exp_a1b2c3d4e5f6 running: 400 impressions per variant, 20 conversions for the champion, 26 for the
+    challenger (too few for a decision)."""
+    a_draft_experiment(d)
+    get_container().experiments.start("exp_a1b2c3d4e5f6")
+    counters = get_container().experiment_counters
+    for variant, latency_ms, conversions in (("champion", 12.0, 20), ("challenger", 18.0, 26)):
+        counters.record_impressions("exp_a1b2c3d4e5f6", variant, [latency_ms] * 400)
+        counters.record_outcomes("exp_a1b2c3d4e5f6", variant, [(f"{variant}-{n}", True) for n in range(conversions)])
+
+
+def a_stopped_experiment(d: Deployment) -> None:
+    a_draft_experiment(d)
+    get_container().experiments.stop("exp_a1b2c3d4e5f6")
+
+
 def an_archive_of_120_events(d: Deployment) -> None:
     """Twenty users each like six items of one of two groups, archived as the stream consumer archives them."""
     history = tastes(20, 1_700_000_000.0, {"a": [f"a{n}" for n in range(6)], "b": [f"b{n}" for n in range(6)]})
@@ -199,6 +246,13 @@ SETUP: dict[str, Callable[[Deployment], None]] = {
     "online_update/rollback_to_the_previous_checkpoint": two_published_updates,
     "online_update/rollback_with_nothing_to_roll_back": a_champion,
     "train/train_and_promote_the_first_model": an_archive_of_120_events,
+    "mlops/create_an_experiment": two_versions,
+    "mlops/create_an_experiment_with_an_unknown_version": two_versions,
+    "mlops/list_experiments": a_draft_experiment,
+    "mlops/start_an_experiment": a_draft_experiment,
+    "mlops/start_a_stopped_experiment": a_stopped_experiment,
+    "mlops/experiment_results": a_running_experiment_with_traffic,
+    "mlops/stop_an_experiment": a_running_experiment_with_traffic,
 }
 
 

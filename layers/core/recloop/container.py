@@ -22,6 +22,11 @@ from recloop.serving.recommender import Recommender
 
 if TYPE_CHECKING:
     from recloop.access.keys import SigningKeys
+    from recloop.experiments.attribution import Attribution
+    from recloop.experiments.counters import ExperimentCounters
+    from recloop.experiments.router import ExperimentRouter, RunningExperiments
+    from recloop.experiments.service import ExperimentService
+    from recloop.experiments.store import ExperimentStore
     from recloop.ingest.consumer import DeadLetters, StreamConsumer
     from recloop.learning.online.learner import OnlineLearner
     from recloop.registry.model_registry import ModelRegistry
@@ -67,8 +72,42 @@ class Container:
         return Recommender(self.store, self.settings, self.champion)
 
     @cached_property
+    def experiment_store(self) -> ExperimentStore:
+        from recloop.experiments.store import ExperimentStore
+
+        return ExperimentStore(self.objects, self.redis)
+
+    @cached_property
+    def experiment_counters(self) -> ExperimentCounters:
+        from recloop.experiments.counters import ExperimentCounters
+
+        return ExperimentCounters(self.redis)
+
+    @cached_property
+    def running_experiments(self) -> RunningExperiments:
+        """The running experiments as the recommend and event paths see them (re-read about every second)."""
+        from recloop.experiments.router import RunningExperiments
+
+        # Lazy: the store (and its S3 client) is made on the first read, not when the event path is wired.
+        return RunningExperiments(lambda: self.experiment_store.running())  # noqa: PLW0108
+
+    @cached_property
+    def experiment_router(self) -> ExperimentRouter:
+        from recloop.experiments.router import ExperimentRouter, VersionModels
+
+        return ExperimentRouter(self.running_experiments, self.experiment_counters, VersionModels(self.champion))
+
+    @cached_property
+    def attribution(self) -> Attribution:
+        from recloop.experiments.attribution import Attribution
+
+        return Attribution(
+            self.redis, self.running_experiments, self.experiment_counters, self.settings.attribution_window_seconds
+        )
+
+    @cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.store, self.stream)
+        return IngestService(self.store, self.stream, self.attribution)
 
     @cached_property
     def stream_consumer(self) -> StreamConsumer:
@@ -91,6 +130,18 @@ class Container:
         from recloop.learning.online.learner import OnlineLearner
 
         return OnlineLearner(self.redis, self.registry, self.settings)
+
+    @cached_property
+    def experiments(self) -> ExperimentService:
+        from recloop.experiments.service import ExperimentService
+
+        return ExperimentService(
+            self.experiment_store,
+            self.experiment_counters,
+            self.registry,
+            default_allocation_strategy=self.settings.default_allocation_strategy,
+            default_traffic_percentage=self.settings.default_traffic_percentage,
+        )
 
     @cached_property
     def signing_keys(self) -> SigningKeys:

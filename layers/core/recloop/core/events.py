@@ -15,6 +15,9 @@ MAX_ID_LENGTH = 128
 # Identifiers: printable, no whitespace, bounded so keys and stream records stay small.
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
 
+# What the recommend path names a served list ("rec_" + 32 hex digits); events cite it to be credited to that list.
+RECOMMENDATION_ID_PATTERN = r"^rec_[0-9a-f]{32}$"
+
 
 class EventType(StrEnum):
     PURCHASE = "purchase"

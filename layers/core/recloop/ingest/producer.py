@@ -7,7 +7,8 @@ fail after the stream accepted the event, the answer says ``features_updated: fa
 stream consumer applies the same event later: the store's update is all-or-nothing and its claim
 on the event id only "pending" until then (recloop.features.store). Feature updates claim the
 event id first, so an event applied twice (by this path and by the consumer, or by a client
-retry) counts once.
+retry) counts once. Then an event about a recommended item is credited to the experiment that showed it
+(recloop.experiments.attribution), once per event id.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -24,6 +25,9 @@ from recloop.adapters.stream import StreamUnavailableError
 from recloop.core.errors import UnavailableError
 from recloop.core.events import Interaction
 from recloop.features.store import ApplyOutcome, FeatureStore
+
+if TYPE_CHECKING:
+    from recloop.experiments.attribution import Attribution
 
 logger = Logger(child=True)
 
@@ -47,9 +51,10 @@ class IngestResult:
 
 
 class IngestService:
-    def __init__(self, store: FeatureStore, stream: EventStream) -> None:
+    def __init__(self, store: FeatureStore, stream: EventStream, attribution: Attribution | None = None) -> None:
         self.store = store
         self.stream = stream
+        self.attribution = attribution
 
     def ingest(self, events: Sequence[Interaction]) -> list[IngestResult]:
         """Stream, then features. Raises StreamUnavailableError if the stream took none of them."""
@@ -68,6 +73,10 @@ class IngestService:
             # (a client told otherwise would retry them). The consumer applies them, or sets them aside.
             logger.exception("feature update failed; deferred to the stream consumer")
             outcomes = {}
+        if self.attribution is not None and stored and outcomes:
+            # Duplicates too: a retry of an event whose attribution failed credits it then (the counters claim the
+            # event id, so a repeat changes nothing). Not when Redis just failed: another timeout would only add up.
+            self.attribution.attribute(stored)
         results = []
         for event, error in zip(events, errors, strict=True):
             outcome = outcomes.get(event.event_id) if error is None else None

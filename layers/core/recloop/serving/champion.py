@@ -114,8 +114,7 @@ class ChampionProvider:
             self.current, self.current_version = None, None
             return
         try:
-            bundle = self._bundle(wanted)
-            self.current = self._served(bundle)
+            self.current = self.load(wanted)
             self.current_version, self.load_error = wanted, None
             logger.info("serving model version", extra={"version": wanted})
         except Exception as exc:  # a version that does not load must never take over
@@ -132,6 +131,12 @@ class ChampionProvider:
     @property
     def serving_version(self) -> str:
         return self.current_version or "builtin"
+
+    def load(self, version: str) -> TrainedModel | None:
+        """A registry version ready to serve (None: a `popularity` version, which the built-in scorers serve).
+
+        Raises whatever loading raises: callers decide what serves instead."""
+        return self._served(self._bundle(version))
 
     def _bundle(self, version: str) -> ModelBundle:
         folder = self.cache_dir / version

@@ -12,6 +12,7 @@ versions, `recloop.serving.champion`) plug in as further sources and a scorer; t
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -42,6 +43,15 @@ class ScoredItem:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """The experiment arm a request is served by: its variant's model replaces the champion for the request."""
+
+    experiment_id: str
+    variant: str
+    model: ServedModel | None  # None: the variant's version is served by the built-in scorers (popularity)
+
+
+@dataclass(frozen=True)
 class Recommendation:
     recommendation_id: str
     user_id: str
@@ -50,6 +60,34 @@ class Recommendation:
     cold_start: bool
     degraded: bool = False
     served_features: Any = None  # recloop.serving.served_log.ServedFeatures when a ranker scored the candidates
+    experiment_id: str | None = None
+    variant: str | None = None
+
+
+# How many of a user's latest experiment impressions are kept for attribution by time window.
+EXPERIMENT_IMPRESSIONS_KEPT = 32
+
+
+@dataclass(frozen=True)
+class ExperimentImpression:
+    """One served list of an experiment, as the user's impression list keeps it for attribution."""
+
+    recommendation_id: str
+    experiment_id: str
+    variant: str
+    ts: float
+    items: tuple[str, ...]
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"r": self.recommendation_id, "x": self.experiment_id, "v": self.variant, "t": self.ts, "i": self.items},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, raw: str) -> ExperimentImpression:
+        data = json.loads(raw)
+        return cls(data["r"], data["x"], data["v"], float(data["t"]), tuple(data["i"]))
 
 
 class Recommender:
@@ -78,10 +116,12 @@ class Recommender:
         now: float | None = None,
         *,
         log: bool = True,
+        arm: Arm | None = None,
     ) -> Recommendation:
-        """Top `count` items; `log=False` skips the attribution log (offline replays)."""
+        """Top `count` items; `log=False` skips the attribution log (offline replays); `arm`: an experiment's
+        variant serves the request instead of the champion."""
         now = time.time() if now is None else now
-        ctx, eligible, scorer = self.candidates(user_id, count, exclude, categories, now)
+        ctx, eligible, scorer = self.candidates(user_id, count, exclude, categories, now, arm=arm)
         scores = scorer.score(ctx, eligible)
         ranked = sorted(zip(eligible, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:count]
         served = None
@@ -99,6 +139,8 @@ class Recommender:
             model_version=scorer.model_version,
             cold_start=ctx.profile.is_cold,
             served_features=served,
+            experiment_id=arm.experiment_id if arm else None,
+            variant=arm.variant if arm else None,
         )
         if log:
             self._log(result, now)
@@ -111,6 +153,8 @@ class Recommender:
         exclude: Sequence[str] = (),
         categories: Sequence[str] | None = None,
         now: float | None = None,
+        *,
+        arm: Arm | None = None,
     ) -> tuple[UserContext, list[str], Scorer]:
         """The request context, the eligible candidates and the scorer that will rank them."""
         now = time.time() if now is None else now
@@ -126,7 +170,7 @@ class Recommender:
         if not profile.is_cold:
             sources = [self.cooccurrence_source, self.popularity_source]
             scorer = self.cooccurrence_scorer
-            served = self.model()
+            served = arm.model if arm is not None else self.model()
             if served is not None and served.prepare(ctx):
                 sources += served.sources()
                 scorer = served.scorer()
@@ -167,11 +211,24 @@ class Recommender:
             mapping={
                 "items": "|".join(item.item_id for item in result.items),
                 "model_version": result.model_version,
-                "variant": "",
+                "experiment_id": result.experiment_id or "",
+                "variant": result.variant or "",
                 "ts": repr(now),
             },
         )
         pipe.expire(key, self.settings.attribution_window_seconds)
+        if result.experiment_id is not None and result.variant is not None:
+            impressions = Keys.user_experiment_impressions(result.user_id)
+            logged = ExperimentImpression(
+                result.recommendation_id,
+                result.experiment_id,
+                result.variant,
+                now,
+                tuple(item.item_id for item in result.items),
+            )
+            pipe.lpush(impressions, logged.encode())
+            pipe.ltrim(impressions, 0, EXPERIMENT_IMPRESSIONS_KEPT - 1)
+            pipe.expire(impressions, self.settings.attribution_window_seconds)
         for item in result.items:
             pipe.hincrby(Keys.item_features(item.item_id), "imp", 1)
         pipe.hincrby(Keys.COUNTERS, "recommend:total", 1)
@@ -191,4 +248,4 @@ class Recommender:
 
 
 def new_recommendation_id() -> str:
-    return "rec_" + uuid.uuid4().hex
+    return "rec_" + uuid.uuid4().hex  # RECOMMENDATION_ID_PATTERN

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
@@ -27,13 +29,17 @@ logger = Logger(child=True)
 )
 def post_recommend(request: RecommendIn) -> RecommendOut:
     require_acting_for(router.current_event, [("user_id", request.user_id)])
-    recommender = get_container().recommender
+    services = get_container()
+    recommender = services.recommender
+    started = time.perf_counter()
+    assignment = services.experiment_router.route(request.user_id)
     try:
         result = recommender.recommend(
             request.user_id,
             request.num_recommendations,
             exclude=request.exclude_item_ids,
             categories=request.categories,
+            arm=assignment.arm if assignment else None,
         )
     except REDIS_ERRORS as exc:
         logger.warning("feature store unavailable; serving last known popular items", extra={"error": repr(exc)})
@@ -43,6 +49,8 @@ def post_recommend(request: RecommendIn) -> RecommendOut:
         if fallback is None:
             raise ApiError(503, "feature_store_unavailable", "no recommendation could be made; retry later") from exc
         result = fallback
+    if assignment is not None and result.experiment_id is not None:
+        services.experiment_router.record_impression(assignment, (time.perf_counter() - started) * 1000)
     if result.cold_start:
         metrics.add_metric(name="ColdStartRecommendations", unit=MetricUnit.Count, value=1)
     return to_response(result)
@@ -56,4 +64,6 @@ def to_response(result: Recommendation) -> RecommendOut:
         model_version=result.model_version,
         cold_start=result.cold_start,
         degraded=result.degraded,
+        experiment_id=result.experiment_id,
+        variant=result.variant,
     )

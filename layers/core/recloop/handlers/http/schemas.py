@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from recloop.core.events import EventType, Identifier, Interaction, new_event_id
+from recloop.core.events import RECOMMENDATION_ID_PATTERN, EventType, Identifier, Interaction, new_event_id
 
 MAX_BATCH_EVENTS = 500
 # A context travels inside the event's stream record: small, shallow, and JSON the record encoder can write.
@@ -86,7 +86,11 @@ class InteractionIn(BaseModel):
     timestamp: float | None = Field(
         None, allow_inf_nan=False, description="Unix seconds; defaults to the time of receipt"
     )
-    recommendation_id: Identifier | None = None
+    recommendation_id: str | None = Field(
+        None,
+        pattern=RECOMMENDATION_ID_PATTERN,
+        description="The recommendation (its recommendation_id) that showed the item: the outcome is credited to it",
+    )
     event_id: Identifier | None = Field(None, description="Client-chosen id that makes retries idempotent")
     context: Context | None = None
 
@@ -201,9 +205,11 @@ class RecommendOut(BaseModel):
     recommendation_id: str
     user_id: str
     items: list[RecommendedItem]
-    model_version: str
+    model_version: str = Field(description="The version that ranked the list (an experiment's variant's, if any)")
     cold_start: bool
     degraded: bool = Field(False, description="True when served from a fallback because a dependency failed")
+    experiment_id: str | None = Field(None, description="The running experiment that served the list, if any")
+    variant: str | None = Field(None, description="The experiment's variant that served the list")
 
 
 class ComponentHealth(BaseModel):
