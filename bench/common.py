@@ -93,3 +93,29 @@ def zipf_items(rng: np.random.Generator, catalogue: int, size: int, exponent: fl
     weights = ranks**-exponent
     weights /= weights.sum()
     return rng.choice(catalogue, size=size, p=weights)
+
+
+def seed(store: Any, catalogue: int, interactions: int, users: int, seed_value: int = 7) -> list[Any]:
+    """Long-tailed synthetic traffic over the catalogue, applied through the real feature path."""
+    from recloop.handlers.http.schemas import InteractionIn
+
+    rng = np.random.default_rng(seed_value)
+    items = zipf_items(rng, catalogue, interactions)
+    who = rng.integers(0, users, size=interactions)
+    kinds = rng.integers(0, len(EVENT_TYPES), size=interactions)
+    events = [
+        InteractionIn(
+            user_id=f"u{who[n]}", item_id=f"i{items[n]}", event_type=EVENT_TYPES[kinds[n]], timestamp=T0 + n
+        ).to_event(T0 + n)
+        for n in range(interactions)
+    ]
+    for start in range(0, len(events), 1000):
+        store.apply_many(events[start : start + 1000])
+    # Every catalogue item exists, even those nobody touched yet.
+    pipe = store.redis.pipeline(transaction=False)
+    for item in range(catalogue):
+        pipe.zadd("recloop:pop", {f"i{item}": 0.0}, nx=True)
+        if item % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    return events
