@@ -418,25 +418,12 @@ def _winner(verdict: Verdict) -> str | None:
 
 def _results(experiment: Experiment, counts: dict[str, ArmCounts], verdict: Verdict) -> ExperimentResults:
     arms = {arm.variant: arm for arm in verdict.arms}
-    variants = []
-    for variant in experiment.variants:
-        count, arm = counts[variant.name], arms[variant.name]
-        variants.append(
-            VariantResult(
-                variant_id=variant.variant_id,
-                name=variant.name,
-                model_version=variant.model_version,
-                impressions=count.impressions,
-                conversions=count.conversions,
-                negatives=count.negatives,
-                conversion_rate=arm.conversion_rate,
-                interval_low=arm.interval_low,
-                interval_high=arm.interval_high,
-                avg_latency_ms=arm.avg_latency_ms,
-                p95_latency_ms=arm.p95_latency_ms,
-                probability_best=arm.probability_best,
-            )
+    variants = [
+        VariantResult(
+            variant_id=variant.variant_id, name=variant.name, **arms[variant.name].model_dump(exclude={"variant"})
         )
+        for variant in experiment.variants
+    ]
     return ExperimentResults(
         experiment_id=experiment.experiment_id,
         name=experiment.name,

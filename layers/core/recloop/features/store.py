@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
+from itertools import batched
 from typing import Any
 
 from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
@@ -40,6 +41,8 @@ PENDING_CLAIM_SECONDS = 10
 # An applier sends its transaction within this of claiming, or abandons it (so it can never apply late, after
 # its claim expired and someone else applied the same event).
 APPLY_DEADLINE_SECONDS = 4.0
+# How long a rescale may hold feature updates before they resume without it.
+RESCALE_PAUSE_LEASE_SECONDS = 600
 # The value of a claim whose event is applied.
 DONE = "done"
 
@@ -263,8 +266,8 @@ class FeatureStore:
         now = round(time.time() if now is None else now, 3)
         old_epoch = self.clock.epoch(now)
         factor = math.pow(2.0, -(now - old_epoch) / self.settings.half_life_seconds)
-        pause_seconds = 3 * APPLY_DEADLINE_SECONDS
-        self.redis.hset(Keys.DECAY, "paused_until", repr(time.time() + pause_seconds + 300))
+        # A lease, not a flag: should this process die mid-rescale, updates resume on their own.
+        self.redis.hset(Keys.DECAY, "paused_until", repr(time.time() + RESCALE_PAUSE_LEASE_SECONDS))
         # Appliers that read the epoch before the pause send their transaction within APPLY_DEADLINE_SECONDS.
         time.sleep(APPLY_DEADLINE_SECONDS + self.settings.redis_timeout_seconds)
         counts = {"user_hashes": 0, "item_hashes": 0, "cooccurrence_sets": 0}
@@ -286,7 +289,7 @@ class FeatureStore:
         log(f"rescaled {counts['cooccurrence_sets']} co-occurrence sets")
         self.redis.delete(Keys.POPULARITY_RESCALED)
         popular = 0
-        for chunk in _chunks(self.redis.zscan_iter(Keys.POPULARITY, count=1000), 1000):
+        for chunk in batched(self.redis.zscan_iter(Keys.POPULARITY, count=1000), 1000):
             self.redis.zadd(Keys.POPULARITY_RESCALED, {member: score * factor for member, score in chunk})
             popular += len(chunk)
         if popular:
@@ -364,13 +367,3 @@ class FeatureStore:
             pipe.hgetall(Keys.item_features(item_id))
         return pipe.execute() if item_ids else []
 
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
