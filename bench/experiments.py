@@ -17,7 +17,7 @@ thousands of simulated experiments within minutes on two cores.
 
 Each rate comes with its simulation count and a Wilson 95% interval.
 
-Usage: python -m bench.experiments [--json] [--quick] [--experiments N] [--workers N]
+Usage: python -m bench.experiments [--json] [--quick] [--experiments N] [--workers N] [--only aa,power,...]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ SRM_IMPRESSIONS = 20_000
 SRM_CHECK_EVERY = 1_000
 BASE_RATE, LIFTED_RATE = 0.05, 0.06
 LATENCY_MS = 20.0
+FIGURES = ("aa", "power", "regret", "srm", "attribution")
 
 
 def wilson(successes: int, trials: int, z: float = 1.959964) -> dict[str, Any]:
@@ -209,46 +210,64 @@ def attribution_suite(redis_url: str) -> dict[str, Any]:
     }
 
 
+def aa_suite(pool: Any, runs: int, redis_url: str) -> dict[str, Any]:
+    aa = {}
+    for index, strategy in enumerate(AllocationStrategy):
+        results = simulate(pool, "aa", strategy, runs, redis_url=redis_url, base=index * 10**5)
+        aa[strategy.value] = wilson(sum(result["winner"] is not None for result in results), runs)
+    return aa
+
+
+def power_suite(pool: Any, runs: int, redis_url: str) -> dict[str, Any]:
+    power = {}
+    for index, strategy in enumerate((AllocationStrategy.FIXED_SPLIT, AllocationStrategy.THOMPSON_SAMPLING)):
+        results = simulate(pool, "power", strategy, runs, redis_url=redis_url, base=(5 + index) * 10**5)
+        power[strategy.value] = {
+            "challenger_declared": wilson(sum(result["winner"] == "challenger" for result in results), runs),
+            "control_declared": wilson(sum(result["winner"] == "control" for result in results), runs),
+            "median_impressions_to_decision": statistics.median(
+                result["impressions"] if result["winner"] else MAX_IMPRESSIONS for result in results
+            ),
+        }
+    return power
+
+
+def regret_suite(pool: Any, regret_runs: int, redis_url: str) -> dict[str, Any]:
+    regret = {}
+    for index, strategy in enumerate((AllocationStrategy.FIXED_SPLIT, AllocationStrategy.THOMPSON_SAMPLING)):
+        results = simulate(pool, "regret", strategy, regret_runs, redis_url=redis_url, base=(8 + index) * 10**5)
+        regret[strategy.value] = round(statistics.fmean(result["lost"] for result in results), 2)
+    ratio = regret["thompson_sampling"] / regret["fixed_split"]
+    return {**regret, "n": regret_runs, "thompson_to_fixed": round(ratio, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="JSON on stdout (the only output format)")
     parser.add_argument("--quick", action="store_true", help="fewer simulations (200 per figure)")
     parser.add_argument("--experiments", type=int, help="simulated experiments per figure (default 500)")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    parser.add_argument(
+        "--only", default=",".join(FIGURES), help=f"comma-separated figures to run (default all: {','.join(FIGURES)})"
+    )
     args = parser.parse_args()
+    figures = set(args.only.split(","))
+    if not figures <= set(FIGURES):
+        parser.error(f"--only: unknown figures {sorted(figures - set(FIGURES))}; choose from {','.join(FIGURES)}")
     runs = args.experiments or (200 if args.quick else 500)
     started = time.perf_counter()
     report: dict[str, Any] = {"read_every": READ_EVERY, "experiments_per_figure": runs}
     with redis_server() as redis_url, multiprocessing.Pool(args.workers) as pool:
-        aa = {}
-        for index, strategy in enumerate(AllocationStrategy):
-            results = simulate(pool, "aa", strategy, runs, redis_url=redis_url, base=index * 10**5)
-            aa[strategy.value] = wilson(sum(result["winner"] is not None for result in results), runs)
-        report["aa_false_winner_within_60000"] = aa
-        power = {}
-        for index, strategy in enumerate((AllocationStrategy.FIXED_SPLIT, AllocationStrategy.THOMPSON_SAMPLING)):
-            results = simulate(pool, "power", strategy, runs, redis_url=redis_url, base=(5 + index) * 10**5)
-            power[strategy.value] = {
-                "challenger_declared": wilson(sum(result["winner"] == "challenger" for result in results), runs),
-                "control_declared": wilson(sum(result["winner"] == "control" for result in results), runs),
-                "median_impressions_to_decision": statistics.median(
-                    result["impressions"] if result["winner"] else MAX_IMPRESSIONS for result in results
-                ),
-            }
-        report["power_0.05_vs_0.06_within_60000"] = power
-        regret_runs = max(50, runs // 2)
-        regret = {}
-        for index, strategy in enumerate((AllocationStrategy.FIXED_SPLIT, AllocationStrategy.THOMPSON_SAMPLING)):
-            results = simulate(pool, "regret", strategy, regret_runs, redis_url=redis_url, base=(8 + index) * 10**5)
-            regret[strategy.value] = round(statistics.fmean(result["lost"] for result in results), 2)
-        ratio = regret["thompson_sampling"] / regret["fixed_split"]
-        report["regret_lost_conversions_over_20000"] = {
-            **regret,
-            "n": regret_runs,
-            "thompson_to_fixed": round(ratio, 3),
-        }
-        report["srm"] = srm_suite(redis_url, max(50, runs // 2))
-        report["attribution"] = attribution_suite(redis_url)
+        if "aa" in figures:
+            report["aa_false_winner_within_60000"] = aa_suite(pool, runs, redis_url)
+        if "power" in figures:
+            report["power_0.05_vs_0.06_within_60000"] = power_suite(pool, runs, redis_url)
+        if "regret" in figures:
+            report["regret_lost_conversions_over_20000"] = regret_suite(pool, max(50, runs // 2), redis_url)
+        if "srm" in figures:
+            report["srm"] = srm_suite(redis_url, max(50, runs // 2))
+        if "attribution" in figures:
+            report["attribution"] = attribution_suite(redis_url)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
 

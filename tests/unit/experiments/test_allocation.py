@@ -13,11 +13,12 @@ from recloop.experiments.allocation import (
     FLOOR_SHARE,
     choose_variant,
     in_experiment,
+    thompson_floor_share,
     unit_hash,
 )
 from recloop.experiments.counters import ArmCounts
 from recloop.experiments.model import Experiment, Variant
-from recloop.experiments.statistics import chi_square_survival
+from recloop.experiments.statistics import chi_square_survival, planned_impressions
 
 
 def make_experiment(
@@ -94,6 +95,27 @@ def test_thompson_favours_the_better_arm_and_keeps_the_floor_share() -> None:
     }
     result = shares(make_experiment(AllocationStrategy.THOMPSON_SAMPLING), counts)
     assert result["arm0"] == pytest.approx(FLOOR_SHARE, abs=0.01)
+
+
+def test_thompson_floor_rises_to_an_even_split_once_the_plan_is_served_twice() -> None:
+    """A losing arm starved by Thompson sampling gets measured again once the experiment runs past its plan."""
+    loser, winner = ArmCounts(impressions=12_000, conversions=600), ArmCounts(impressions=48_000, conversions=3_000)
+    plan = planned_impressions([loser, winner])
+    assert plan < 30_000  # 60,000 served: past twice the plan
+    experiment = make_experiment(AllocationStrategy.THOMPSON_SAMPLING)
+    assert shares(experiment, {"arm0": loser, "arm1": winner})["arm0"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_thompson_floor_ramps_between_once_and_twice_the_plan() -> None:
+    arms = [ArmCounts(impressions=10_000, conversions=500), ArmCounts(impressions=10_000, conversions=700)]
+    plan = planned_impressions(arms)
+    assert plan > 20_000  # served no more than the plan: the floor holds
+    assert thompson_floor_share(arms) == FLOOR_SHARE
+    scale = 1.5 * plan / 20_000  # halfway between once and twice the plan, at the same rates
+    halfway = [
+        ArmCounts(impressions=round(a.impressions * scale), conversions=round(a.conversions * scale)) for a in arms
+    ]
+    assert thompson_floor_share(halfway) == pytest.approx((FLOOR_SHARE + 0.5) / 2, abs=0.005)
 
 
 def test_thompson_splits_evenly_between_equal_arms() -> None:

@@ -11,9 +11,13 @@ from recloop.core.settings import AllocationStrategy
 from recloop.experiments.counters import ArmCounts
 from recloop.experiments.model import Experiment, Guardrails, Variant
 from recloop.experiments.statistics import (
+    ALPHA,
+    MINIMUM_RELATIVE_LIFT,
+    PLANNED_POWER_Z,
     chi_square_survival,
     evaluate,
     pair_p_value,
+    planned_impressions,
     posterior_probability_best,
     srm_p_value,
 )
@@ -158,3 +162,22 @@ def test_an_experiment_without_data_reports_empty_arms() -> None:
     assert [result.impressions for result in verdict.arms] == [0, 0]
     assert verdict.arms[0].avg_latency_ms is None
     assert verdict.confidence == 0.0
+
+
+def test_the_plan_is_where_a_balanced_split_finds_the_minimum_lift_with_80_percent_power() -> None:
+    """At the planned impressions, an estimate PLANNED_POWER_Z standard errors below the minimum lift is exactly
+    significant: the true minimum lift is found there with 80% power."""
+    rate = 0.05
+    per_arm = planned_impressions([ArmCounts(impressions=1000, conversions=50)] * 2) / 2
+    lift = MINIMUM_RELATIVE_LIFT * rate
+    estimate = lift - PLANNED_POWER_Z * math.sqrt(2 * rate * (1 - rate) / per_arm)
+    control = ArmCounts(impressions=round(per_arm), conversions=round(per_arm * (rate - estimate / 2)))
+    challenger = ArmCounts(impressions=round(per_arm), conversions=round(per_arm * (rate + estimate / 2)))
+    assert pair_p_value(challenger, control, rate) == pytest.approx(ALPHA, rel=0.05)
+
+
+def test_the_plan_grows_with_rarer_conversions_and_more_arms_and_waits_for_a_first_conversion() -> None:
+    common, rare = ArmCounts(impressions=1000, conversions=100), ArmCounts(impressions=1000, conversions=10)
+    assert planned_impressions([rare] * 2) > 5 * planned_impressions([common] * 2)
+    assert planned_impressions([common] * 3) > 1.5 * planned_impressions([common] * 2)  # Bonferroni over 3 pairs
+    assert planned_impressions([ArmCounts(impressions=1000)] * 2) == math.inf

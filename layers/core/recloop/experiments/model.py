@@ -38,6 +38,14 @@ class Variant(BaseModel):
     weight: float | None = None  # fixed_split's share among variants; None: equal shares
 
 
+def split_weights(variants: list[Variant]) -> list[float]:
+    """fixed_split's expected share of each variant."""
+    if all(variant.weight is None for variant in variants):
+        return [1 / len(variants)] * len(variants)
+    total = sum(variant.weight or 0.0 for variant in variants)
+    return [(variant.weight or 0.0) / total for variant in variants]
+
+
 class Guardrails(BaseModel):
     # A challenger whose p95 latency exceeds control's by this factor is never declared winner.
     max_latency_ratio: float = 1.5

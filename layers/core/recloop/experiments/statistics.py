@@ -11,21 +11,23 @@ far more often than 5%.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 
 from pydantic import BaseModel
 
 from recloop.core.settings import AllocationStrategy
-from recloop.experiments.allocation import split_weights
 from recloop.experiments.counters import ArmCounts
-from recloop.experiments.model import Experiment
+from recloop.experiments.model import Experiment, split_weights
 
 ALPHA = 0.05
 # The mixing spread: the smallest relative lift worth finding (20% of the pooled rate: 0.05 vs 0.06).
 MINIMUM_RELATIVE_LIFT = 0.2
 SRM_P_THRESHOLD = 0.001
 SRM_MIN_EXPECTED = 5.0  # the chi-square approximation needs a few expected impressions per arm
+# The plan a bandit's exploration follows (planned_impressions): the power a balanced split would have.
+PLANNED_POWER_Z = 0.8416  # 80%
 PROBABILITY_BEST_DRAWS = 4000
 PROBABILITY_BEST_SEED = 20170101
 
@@ -148,6 +150,34 @@ def leader_p_value(arms: list[ArmCounts], leader: int, pooled: float) -> float:
     pairs = len(arms) * (len(arms) - 1) // 2
     worst = max(pair_p_value(arms[leader], arm, pooled) for index, arm in enumerate(arms) if index != leader)
     return min(1.0, pairs * worst)
+
+
+def planned_impressions(arms: list[ArmCounts]) -> float:
+    """Impressions a balanced split of these arms needs to find the minimum lift at the pooled rate, at ALPHA with
+    80% power (inf before the first conversion)."""
+    pooled = _pooled_rate(arms)
+    if not 0 < pooled < 1:
+        return math.inf
+    pairs = len(arms) * (len(arms) - 1) // 2
+    # The difference of two arms of n impressions each has variance 2p(1-p)/n; the plan is where that variance is
+    # the scale-free fraction of the mixing variance found once per number of pairs.
+    per_arm = 2 * pooled * (1 - pooled) / (_planned_variance_ratio(pairs) * _mixing_variance(pooled))
+    return per_arm * len(arms)
+
+
+@functools.cache
+def _planned_variance_ratio(pairs: int) -> float:
+    """The ratio r = variance / mixing variance at which the mSPRT rejects, at ALPHA / pairs, an estimate
+    PLANNED_POWER_Z standard errors below the minimum lift. The mixing spread is the minimum lift, so r depends on
+    nothing else: in units of the mixing spread the estimate is 1 - z sqrt(r), and the log ratio falls as r grows."""
+    threshold = math.log(pairs / ALPHA)
+    low, high = 1e-9, 1.0  # the log ratio is above the threshold at low, below it at high
+    for _ in range(100):
+        ratio = math.sqrt(low * high)
+        estimate = 1 - PLANNED_POWER_Z * math.sqrt(ratio)  # in units of the mixing spread, the minimum lift is 1
+        log_ratio = log_mixture_likelihood_ratio(estimate, ratio, 1.0) if estimate > 0 else -math.inf
+        low, high = (ratio, high) if log_ratio >= threshold else (low, ratio)
+    return low
 
 
 def confidence_interval(arm: ArmCounts, pooled: float) -> tuple[float, float]:
