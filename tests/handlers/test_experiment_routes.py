@@ -11,6 +11,7 @@ import redis
 
 from local.inprocess import LambdaContext, load_function
 from recloop.container import get_container, reset_container
+from recloop.experiments import service as experiment_service
 from recloop.experiments.counters import ExperimentCounters
 from recloop.models.bundle import ModelKind
 from recloop.models.loading import LOADERS
@@ -218,6 +219,11 @@ def two(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         ({"variants": two({}, {"model_path": f"s3://{TEST_BUCKET}/models/pop-9/"})}, "variants.1.model_path"),
         ({"guardrails": {"max_latency_ratio": 0.5}}, "guardrails.max_latency_ratio"),
+        ({"rollout_stages": [10, 50, 100]}, "rollout_stages"),  # without auto_promote
+        ({"auto_promote": True, "rollout_stages": [10, 50]}, "rollout_stages"),
+        ({"auto_promote": True, "rollout_stages": [50, 25, 100]}, "rollout_stages.1"),
+        ({"auto_promote": True, "rollout_stages": [0, 100]}, "rollout_stages.0"),
+        ({"auto_promote": True, "rollout_stages": []}, "rollout_stages"),
         ({"colour": "blue"}, "colour"),
     ],
 )
@@ -374,3 +380,161 @@ def test_without_auto_promote_a_decided_experiment_runs_until_stopped(
     assert final["status"] == "concluded" and final["decision"]["winning_variant"] == "challenger"
     assert final["decision"]["promoted_version"] is None
     assert registry.champion(use_cache=False).version == "pop-1"
+
+
+# ---- races -----------------------------------------------------------------------------------------------------------
+
+
+def test_a_start_in_progress_holds_the_slot_and_a_crashed_one_lets_go(
+    api: ExperimentsApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two starts at the same instant cannot both serve: the serving slot is claimed by a conditional write. A
+    start that claimed it and died (its experiment still a draft) holds it for SLOT_CLAIM_SECONDS only."""
+    first, second = created(api), created(api)
+    store = get_container().experiment_store
+    assert store.claim_slot(first, None)  # the first start claimed the slot, and has not written "running" yet
+    status, reply = api.start(second)
+    assert status == 409 and first in reply["message"] and "being started" in reply["message"]
+
+    monkeypatch.setattr(experiment_service, "SLOT_CLAIM_SECONDS", 0.0)  # the first start died
+    status, reply = api.start(second)
+    assert status == 200 and reply["status"] == "running"
+    status, reply = api.start(first)
+    assert status == 409 and second in reply["message"]
+
+
+def test_a_stop_racing_an_auto_promotion_promotes_once(
+    api: ExperimentsApi, counters: ExperimentCounters, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment_id = created(api, auto_promote=True)
+    api.start(experiment_id)
+    a_clear_winner(counters, experiment_id)
+    service = get_container().experiments
+    read_champion = service.registry.champion
+    raced: list[Any] = []
+
+    def an_operator_stops_meanwhile(**options: Any) -> Any:
+        if not raced:  # the results read has read the experiment; the stop writes first
+            raced.append("stopping")
+            raced.append(service.stop(experiment_id))
+        return read_champion(**options)
+
+    monkeypatch.setattr(service.registry, "champion", an_operator_stops_meanwhile)
+    status, results = api.get(experiment_id)
+    assert status == 200
+    assert results["status"] == "concluded" and results["decision"] == raced[1].decision.model_dump()
+    assert results["decision"]["promoted_version"] == "pop-2"
+    promotions = [entry for entry in registry.history(10) if entry["reason"].startswith(f"experiment {experiment_id}")]
+    assert len(promotions) == 1
+
+
+def test_a_promotion_cut_short_is_completed_by_the_next_read(
+    api: ExperimentsApi, counters: ExperimentCounters, registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conclusion is written before the promotion is tried: if the promotion fails (S3 down, the instance
+    killed), the next read finds it pending and makes it, against the champion the decision was made over."""
+    experiment_id = created(api, auto_promote=True)
+    api.start(experiment_id)
+    a_clear_winner(counters, experiment_id)
+    service = get_container().experiments
+    promote = service.registry.promote
+
+    def s3_down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("S3 unreachable")
+
+    monkeypatch.setattr(service.registry, "promote", s3_down)
+    with pytest.raises(ConnectionError):
+        service.conclude_if_decided(experiment_id)
+    pending = service.get(experiment_id)
+    assert pending.status == "concluded" and pending.decision is not None and pending.decision.promotion_pending
+    assert registry.champion(use_cache=False).version == "pop-1"
+
+    monkeypatch.setattr(service.registry, "promote", promote)
+    status, results = api.get(experiment_id)
+    assert status == 200 and results["decision"]["promoted_version"] == "pop-2"
+    assert not results["decision"]["promotion_pending"]
+    assert registry.champion(use_cache=False).version == "pop-2"
+
+
+# ---- staged rollout --------------------------------------------------------------------------------------------------
+
+
+def rollout_stage_traffic(
+    counters: ExperimentCounters, experiment_id: str, results: dict[str, Any], winner_rate: float, impressions: int
+) -> None:
+    """Traffic of the current rollout stage, split as the stage asks: the champion converts at 5%."""
+    share = results["rollout"]["current_share"] / 100
+    winner_arm, baseline_arm = (arm["variant"] for arm in results["rollout"]["stage_arms"])
+    for arm, served, rate in (
+        (winner_arm, round(impressions * share), winner_rate),
+        (baseline_arm, round(impressions * (1 - share)), 0.05),
+    ):
+        counters.record_impressions(experiment_id, arm, [12.0] * served)
+        outcomes = [(f"{arm}-{n}", True) for n in range(round(served * rate))]
+        counters.record_outcomes(experiment_id, arm, outcomes)
+
+
+def test_a_staged_rollout_ramps_the_winner_through_its_stages_then_promotes(
+    api: ExperimentsApi, counters: ExperimentCounters, registry: ModelRegistry
+) -> None:
+    experiment_id = created(
+        api, auto_promote=True, rollout_stages=[10, 50, 100], guardrails={"rollout_stage_impressions": 500}
+    )
+    api.start(experiment_id)
+    a_clear_winner(counters, experiment_id)
+
+    status, results = api.get(experiment_id)
+    assert status == 200 and results["status"] == "rolling_out"
+    assert results["winning_variant"] == "challenger" and results["total_impressions"] == 40_000  # final
+    rollout = results["rollout"]
+    assert rollout["current_share"] == 10 and rollout["baseline_version"] == "pop-1"
+    assert rollout["model_version"] == "pop-2" and "0 of 500 impressions" in rollout["stage_check"]
+    assert registry.champion(use_cache=False).version == "pop-1"
+    assert [e.experiment_id for e in get_container().experiment_store.running()] == [experiment_id]
+
+    rollout_stage_traffic(counters, experiment_id, results, winner_rate=0.07, impressions=6_000)  # 600 at 10%
+    status, results = api.get(experiment_id)
+    assert results["status"] == "rolling_out" and results["rollout"]["current_share"] == 50
+    assert results["rollout"]["history"][0]["outcome"].startswith("guardrails held over 600 impressions")
+
+    rollout_stage_traffic(counters, experiment_id, results, winner_rate=0.07, impressions=1_000)
+    status, results = api.get(experiment_id)
+    assert results["status"] == "concluded" and results["decision"]["promoted_version"] == "pop-2"
+    assert [stage["share"] for stage in results["rollout"]["history"]] == [10, 50, 100]
+    assert "every rollout stage passed" in results["decision"]["reason"]
+    champion = registry.champion(use_cache=False)
+    assert champion.version == "pop-2" and champion.reason.startswith(f"experiment {experiment_id}")
+    assert get_container().experiment_store.running() == []
+
+
+def test_a_rollout_stage_whose_winner_converts_worse_halts_with_the_champion_kept(
+    api: ExperimentsApi, counters: ExperimentCounters, registry: ModelRegistry
+) -> None:
+    experiment_id = created(api, auto_promote=True, rollout_stages=[25, 100])
+    api.start(experiment_id)
+    a_clear_winner(counters, experiment_id)
+    _, results = api.get(experiment_id)
+    assert results["status"] == "rolling_out"
+
+    # In production the winner converts at 2% against the champion's 5%: halted before its stage is complete.
+    rollout_stage_traffic(counters, experiment_id, results, winner_rate=0.02, impressions=6_000)
+    _, results = api.get(experiment_id)
+    assert results["status"] == "concluded" and results["decision"]["promoted_version"] is None
+    assert "converts worse than the champion" in results["rollout"]["history"][-1]["outcome"]
+    assert "champion unchanged" in results["decision"]["reason"]
+    assert registry.champion(use_cache=False).version == "pop-1"
+    assert get_container().experiment_store.running() == []
+
+
+def test_stopping_a_rollout_keeps_the_champion(
+    api: ExperimentsApi, counters: ExperimentCounters, registry: ModelRegistry
+) -> None:
+    experiment_id = created(api, auto_promote=True, rollout_stages=[10, 100])
+    api.start(experiment_id)
+    a_clear_winner(counters, experiment_id)
+    assert api.get(experiment_id)[1]["status"] == "rolling_out"
+    status, final = api.stop(experiment_id)
+    assert status == 200 and final["status"] == "stopped"
+    assert "stopped by an operator at 10%" in final["decision"]["reason"]
+    assert registry.champion(use_cache=False).version == "pop-1"
+    assert api.start(experiment_id)[0] == 409  # finished

@@ -86,7 +86,7 @@ def test_running_lists_only_running_experiments(store: ExperimentStore) -> None:
     assert [e.experiment_id for e in store.running()] == ["exp_000000000002"]
 
 
-def test_running_is_served_from_the_cache_until_a_save_clears_it(
+def test_running_is_served_from_the_cache_until_a_change_clears_it(
     store: ExperimentStore, objects: ObjectStore, redis_client: redis.Redis
 ) -> None:
     draft = store.create(an_experiment("exp_000000000001"))
@@ -99,11 +99,11 @@ def test_running_is_served_from_the_cache_until_a_save_clears_it(
     assert store.running() == []
     assert store.running(use_cache=False) == [running]
 
-    # A save through any store (another Lambda instance) clears the cache for every reader at once.
+    # A change through any store (another Lambda instance) clears the cache for every reader at once.
     other_instance = ExperimentStore(objects, redis_client, running_cache_seconds=60)
     assert store.running() == [running]
     stopped = running.model_copy(update={"status": ExperimentStatus.STOPPED})
-    other_instance.save(stopped)
+    assert other_instance.replace(stopped, other_instance.read("exp_000000000001")[1])
     assert store.running() == []
     assert store.get("exp_000000000001").status == ExperimentStatus.STOPPED
 
@@ -124,3 +124,23 @@ def test_without_redis_s3_answers(objects: ObjectStore) -> None:
     store = ExperimentStore(objects, dead)
     store.create(an_experiment("exp_000000000001", status=ExperimentStatus.RUNNING))  # a failed cache clear: no error
     assert [e.experiment_id for e in store.running()] == ["exp_000000000001"]
+
+
+def test_a_change_made_from_a_stale_read_is_refused(store: ExperimentStore) -> None:
+    """Two requests that read the same experiment: the first to write wins, the other must read again."""
+    store.create(an_experiment("exp_000000000001"))
+    first, first_etag = store.read("exp_000000000001")
+    second, second_etag = store.read("exp_000000000001")
+    assert store.replace(first.model_copy(update={"status": ExperimentStatus.RUNNING}), first_etag)
+    assert not store.replace(second.model_copy(update={"status": ExperimentStatus.STOPPED}), second_etag)
+    assert store.get("exp_000000000001").status == ExperimentStatus.RUNNING
+
+
+def test_the_serving_slot_is_claimed_by_one_of_two_racing_claims(store: ExperimentStore) -> None:
+    assert store.slot() == (None, None)
+    assert store.claim_slot("exp_000000000001", None)
+    assert not store.claim_slot("exp_000000000002", None)  # both read "never claimed"; the second write loses
+    claim, etag = store.slot()
+    assert claim is not None and claim.experiment_id == "exp_000000000001"
+    assert store.claim_slot("exp_000000000002", etag)
+    assert not store.claim_slot("exp_000000000003", etag)

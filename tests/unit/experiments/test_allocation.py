@@ -17,7 +17,7 @@ from recloop.experiments.allocation import (
     unit_hash,
 )
 from recloop.experiments.counters import ArmCounts
-from recloop.experiments.model import Experiment, Variant
+from recloop.experiments.model import Experiment, ExperimentStatus, Rollout, RolloutStage, Variant
 from recloop.experiments.statistics import chi_square_survival, planned_impressions
 
 
@@ -133,3 +133,26 @@ def test_epsilon_greedy_exploits_the_best_rate_and_explores_epsilon() -> None:
     }
     result = shares(make_experiment(AllocationStrategy.EPSILON_GREEDY, epsilon=0.2), counts)
     assert result["arm0"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_rollout_stage_is_a_sticky_split_of_all_users_whose_winner_slice_only_grows() -> None:
+    experiment = make_experiment(AllocationStrategy.THOMPSON_SAMPLING, traffic=20)
+    stage_10, stage_50 = RolloutStage(share=10), RolloutStage(share=50)
+    rollout = Rollout(
+        winning_variant="arm1", model_version="v1", baseline_version="v0", stages=[10, 50, 100], history=[stage_10]
+    )
+    rolling = experiment.model_copy(update={"status": ExperimentStatus.ROLLING_OUT, "rollout": rollout})
+    users = [f"u{n}" for n in range(20_000)]
+
+    def winners(stage: Experiment) -> set[str]:
+        assert all(in_experiment(stage, user) for user in users[:100])  # every user, whatever the traffic was
+        return {user for user in users if choose_variant(stage, user, {}, random.Random(1)).model_version == "v1"}
+
+    at_10 = winners(rolling.serving())
+    assert rolling.serving().variants[0].name == "rollout:arm1@10%"
+    assert len(at_10) / len(users) == pytest.approx(0.10, abs=0.01)
+    next_stage = rollout.model_copy(update={"history": [stage_10, stage_50]})
+    at_50 = winners(rolling.model_copy(update={"rollout": next_stage}).serving())
+    assert len(at_50) / len(users) == pytest.approx(0.50, abs=0.01)
+    assert at_10 <= at_50
+    assert experiment.serving() is experiment  # a running experiment assigns as itself

@@ -94,8 +94,8 @@ class VersionModels:
 
 
 class RunningExperiments:
-    """The running experiments, read (ExperimentStore.running) at most once per `seconds`; the last list known is
-    kept when they cannot be read."""
+    """The experiments serving users, as they assign them now (Experiment.serving: a rollout's current stage), read
+    (ExperimentStore.running) at most once per `seconds`; the last list known is kept when they cannot be read."""
 
     def __init__(
         self,
@@ -118,7 +118,8 @@ class RunningExperiments:
                 logger.warning("running experiments unavailable", extra={"error": repr(exc)})
             else:
                 # Overlapping experiments: the earliest started takes the users it holds.
-                self._experiments = sorted(running, key=lambda e: (e.started_at or "", e.experiment_id))
+                ordered = sorted(running, key=lambda e: (e.started_at or "", e.experiment_id))
+                self._experiments = [experiment.serving() for experiment in ordered]
         return self._experiments
 
 

@@ -118,6 +118,46 @@ def _blocked(experiment: Experiment, arms: list[ArmCounts], leader: int, srm_fla
     return None
 
 
+class RolloutCheck(BaseModel):
+    passed: bool | None  # None: the stage is still gathering traffic
+    reason: str
+
+
+def check_rollout_stage(stage: Experiment, counts: dict[str, ArmCounts], min_impressions: int) -> RolloutCheck:
+    """The guardrails of one rollout stage (`stage`: Experiment.serving() of a rolling-out experiment, the winner's
+    arm first). It halts as soon as the split is broken or the winner converts worse than the champion (both tests
+    stay valid when read continuously); it passes once the winner's arm has served `min_impressions` lists with its
+    p95 latency within the ceiling."""
+    winner, baseline = (counts.get(variant.name, ArmCounts()) for variant in stage.variants)
+    srm_p = srm_p_value(stage, [winner, baseline])
+    if srm_p is not None and srm_p < SRM_P_THRESHOLD:
+        return RolloutCheck(passed=False, reason=f"sample ratio mismatch (chi-square p = {srm_p:.3g})")
+    pooled = _pooled_rate([winner, baseline])
+    winner_rate = winner.conversions / winner.impressions if winner.impressions else 0.0
+    baseline_rate = baseline.conversions / baseline.impressions if baseline.impressions else 0.0
+    worse_p = pair_p_value(baseline, winner, pooled)
+    if baseline_rate > winner_rate and worse_p < ALPHA:
+        return RolloutCheck(
+            passed=False,
+            reason=f"converts worse than the champion ({winner_rate:.4f} vs {baseline_rate:.4f}, "
+            f"always-valid p = {worse_p:.3g})",
+        )
+    if winner.impressions < min_impressions:
+        return RolloutCheck(passed=None, reason=f"{winner.impressions} of {min_impressions} impressions served")
+    ceiling = stage.guardrails.max_latency_ratio
+    if (
+        baseline.latency_p95_ms
+        and winner.latency_p95_ms is not None
+        and winner.latency_p95_ms > ceiling * baseline.latency_p95_ms
+    ):
+        return RolloutCheck(
+            passed=False,
+            reason=f"p95 latency {winner.latency_p95_ms:.1f} ms exceeds {ceiling}x the champion's "
+            f"({baseline.latency_p95_ms:.1f} ms)",
+        )
+    return RolloutCheck(passed=True, reason=f"guardrails held over {winner.impressions} impressions")
+
+
 def _pooled_rate(arms: list[ArmCounts]) -> float:
     impressions = sum(arm.impressions for arm in arms)
     return sum(arm.conversions for arm in arms) / impressions if impressions else 0.0

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from recloop.container import get_container
 from recloop.core.settings import AllocationStrategy
-from recloop.experiments.model import Decision, ExperimentStatus, Guardrails, Variant
+from recloop.experiments.model import Decision, ExperimentStatus, Guardrails, Rollout, Variant
 from recloop.experiments.service import ExperimentResults, ExperimentService, ExperimentSpec
 from recloop.handlers.http.model_registry import registry_errors
 from recloop.handlers.http.resolver import documented, json_response
@@ -38,11 +38,13 @@ class ExperimentOut(BaseModel):
     traffic_percentage: float
     epsilon: float
     auto_promote: bool
+    rollout_stages: list[float] | None
     guardrails: Guardrails
     created_at: str
     started_at: str | None
     stopped_at: str | None
     decision: Decision | None
+    rollout: Rollout | None
 
 
 class ExperimentsOut(BaseModel):
@@ -88,7 +90,8 @@ def list_experiments() -> ExperimentsOut:
 
 @router.get(
     f"{PREFIX}/<experiment_id>",
-    summary="An experiment's results; with auto_promote, a decided experiment promotes its winner and concludes",
+    summary="An experiment's results; with auto_promote, a decided experiment promotes its winner (or rolls it out "
+    "stage by stage) and concludes",
     tags=TAGS,
     responses=documented(404, 503),
 )
