@@ -171,9 +171,7 @@ class FeatureStore:
         update.execute()
         return outcomes
 
-    def _queued_update(
-        self, events: Sequence[Interaction], outcomes: list[ApplyOutcome], replies: list
-    ) -> Any:
+    def _queued_update(self, events: Sequence[Interaction], outcomes: list[ApplyOutcome], replies: list) -> Any:
         """The one transaction that applies every claimed event of the batch and marks its claim done."""
         window = self.settings.cooccurrence_window
         recent_by_user: dict[str, list[RecentInteraction]] = {}
@@ -366,4 +364,3 @@ class FeatureStore:
         for item_id in item_ids:
             pipe.hgetall(Keys.item_features(item_id))
         return pipe.execute() if item_ids else []
-

@@ -125,5 +125,3 @@ class DeadLetters:
                 "data_base64": base64.b64encode(record.data).decode(),
             }
         )
-
-

@@ -187,5 +187,3 @@ class Champion:
         self.history.record(pointer.model_dump(), action)
         self.cache.put(pointer)
         return pointer
-
-

@@ -31,13 +31,16 @@ class UserContext:
     # Per-request values of trained models (e.g. the user's MF vector).
     extras: dict[str, Any] = field(default_factory=dict)
 
+
 class CandidateSource(Protocol):
     def candidates(self, ctx: UserContext, limit: int) -> list[str]: ...
+
 
 class Scorer(Protocol):
     model_version: str
 
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]: ...
+
 
 class ServedModel(Protocol):
     """A trained model version as the recommender uses it (see recloop.serving)."""

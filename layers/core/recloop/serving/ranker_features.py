@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from recloop.serving.scorers import CooccurrenceScorer
 
 
-
 # The ranker scores at most this many candidates: MF's best, then the best by co-occurrence and popularity.
 MAX_RERANK = 200
 
@@ -39,10 +38,12 @@ FOLD_IN_ITEMS = 50
 
 DAY = 86_400.0
 
+
 def user_mf_vector(mf: MatrixFactorisation, ctx: UserContext) -> np.ndarray | None:
     """The user's trained vector, else one folded in from the user's history as the store holds it now."""
     history = list(ctx.profile.history.items())[-FOLD_IN_ITEMS:]
     return mf.user_vector(ctx.profile.user_id, [i for i, _ in history], [w for _, w in history])
+
 
 @dataclass(frozen=True)
 class ItemRecord:
@@ -62,6 +63,7 @@ class ItemRecord:
             last_ts=float(last) if last else None,
             categories=frozenset(raw["cat"].split("|")) if raw.get("cat") else frozenset(),
         )
+
 
 class ItemRecords:
     """Item records read from the store, reused for at most `max_age` seconds of request time.
@@ -90,6 +92,7 @@ class ItemRecords:
                     self._cache.clear()
                 self._cache.update((item, (now, fresh[item])) for item in missing)
         return [fresh[item] for item in items]
+
 
 class FeatureBuilder:
     """The ranker's feature rows for a user's candidates, read from the feature store in one pipeline."""

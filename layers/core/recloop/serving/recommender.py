@@ -241,7 +241,6 @@ class Recommender:
             pipe.hincrby(Keys.COUNTERS, "recommend:cold", 1)
         served = result.served_features
         if served is not None and random.random() < self.settings.feature_log_sample_rate:
-
             pipe.rpush(Keys.SERVED_FEATURES, served.encode())
             pipe.ltrim(Keys.SERVED_FEATURES, -self.settings.feature_log_cap, -1)
         pipe.execute()

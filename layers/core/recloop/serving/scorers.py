@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # numpy and the models stay off the import path of functions 
 
 RECENCY_DISCOUNT = 0.9
 
+
 class PopularityScorer:
     """Decayed popularity (events per half-life, weighted)."""
 
@@ -35,6 +36,7 @@ class PopularityScorer:
         _fill_popularity(self.store, ctx, items)
         return [self.store.clock.decayed(ctx.popularity.get(item, 0.0), ctx.now) for item in items]
 
+
 class TrendingScorer:
     """Trending score (decayed over TRENDING_HALF_LIFE_HOURS), for users with no history; the candidates come
     from PopularitySource(trending=True)."""
@@ -44,6 +46,7 @@ class TrendingScorer:
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
         trending = ctx.extras.get("trending", {})
         return [trending.get(item, 0.0) for item in items]
+
 
 class CooccurrenceScorer:
     """Sum over recent items j of recency(j) * affinity(j) * P(candidate | j), plus a popularity prior."""
@@ -72,6 +75,7 @@ class CooccurrenceScorer:
         top = ctx.max_popularity or 1.0
         return [totals[item] + self.prior * ctx.popularity.get(item, 0.0) / top for item in items]
 
+
 def _fill_popularity(store: FeatureStore, ctx: UserContext, items: Sequence[str]) -> None:
     missing = [item for item in items if item not in ctx.popularity]
     for item, score in zip(missing, store.popularity_of(missing), strict=True):
@@ -79,6 +83,7 @@ def _fill_popularity(store: FeatureStore, ctx: UserContext, items: Sequence[str]
 
 
 NOT_SHORTLISTED = -1e9
+
 
 class MFScorer:
     """Ranks by MF affinity alone (the `mf` kind)."""
@@ -92,6 +97,7 @@ class MFScorer:
         if vector is None:
             return [0.0] * len(items)
         return self.mf.scores(vector, items).tolist()
+
 
 class RankerScorer:
     def __init__(self, model: RankerModel, features: FeatureBuilder, model_version: str) -> None:

@@ -30,6 +30,7 @@ CATEGORY_OVERFETCH = 10
 # Candidates MF proposes (the ranker's shortlist keeps the best of them).
 MF_CANDIDATES = 100
 
+
 class PopularityCache:
     """Top of a ranking of items (decayed popularity or trending), shared by requests for a short time.
 
@@ -63,6 +64,7 @@ class PopularityCache:
     def stale(self, limit: int) -> list[tuple[str, float]]:
         return self._items[:limit]
 
+
 class PopularitySource:
     """The top of a ranking (`cache`), its scores kept for the scorer in `ctx.popularity` (or, for trending,
     `ctx.extras["trending"]`)."""
@@ -84,6 +86,7 @@ class PopularitySource:
         if top:
             ctx.max_popularity = max(ctx.max_popularity, top[0][1])
         return [item for item, _ in top]
+
 
 class CooccurrenceSource:
     """Neighbours of the user's recent items (positive and negative), read in one pipeline."""

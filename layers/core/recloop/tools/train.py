@@ -1,6 +1,6 @@
 """Train, evaluate and optionally register a model from an event log:
 
-    python -m recloop.tools.train --events data.csv --kind lgbm [--register [--promote]]
+python -m recloop.tools.train --events data.csv --kind lgbm [--register [--promote]]
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ class UpdateOutcome(StrEnum):
     NO_MODEL = "no_model"  # no champion with MF vectors: the buffer is drained (the archive keeps the events)
     EMPTY = "empty"
 
+
 class UpdateResult(BaseModel):
     """What one update did; `of` reads it off the step, `describe` says it in the champion history's words."""
 

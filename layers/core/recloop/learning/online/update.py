@@ -26,6 +26,7 @@ class UpdatedModel:
     def improved(self) -> bool:
         return self.step.improved or (self.refit is not None and self.refit.improved)
 
+
 def online_hyperparameters(settings: Settings) -> Any:
     from recloop.models.online_mf import OnlineHyperparameters
 
@@ -36,6 +37,7 @@ def online_hyperparameters(settings: Settings) -> Any:
         tolerance=settings.online_learning_tolerance,
         attribution_window_seconds=settings.attribution_window_seconds,
     )
+
 
 def apply_update(
     kind: ModelKind, model: Any, events: list[Interaction], params: Any, served_newest_first: Iterable[Any] = ()
