@@ -84,6 +84,10 @@ class ExperimentCounters:
         replies = pipe.execute()
         return sum(int(reply) for reply in replies[len(replies) - claims :]) if claims else 0
 
+    def queue_impression(self, pipe: Any, experiment_id: str, variant: str, latency_ms: float) -> None:
+        """Queue one impression on the caller's pipeline (the recommendation log's: no round trip of its own)."""
+        self._queue_impressions(pipe, experiment_id, variant, [latency_ms])
+
     @staticmethod
     def _queue_impressions(pipe: Any, experiment_id: str, variant: str, latencies: Sequence[float]) -> None:
         arm, latency = Keys.experiment_arm(experiment_id, variant), Keys.experiment_latency(experiment_id, variant)

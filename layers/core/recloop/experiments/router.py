@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -130,10 +130,17 @@ class Assignment:
     experiment: Experiment
     variant: Variant
     model: TrainedModel | None
+    counters: ExperimentCounters
 
     @property
     def arm(self) -> Arm:
-        return Arm(self.experiment.experiment_id, self.variant.name, self.model)
+        """The arm the recommender serves; it counts the impression with the recommendation's own log."""
+        experiment_id, variant = self.experiment.experiment_id, self.variant.name
+
+        def count_impression(pipe: Any, latency_ms: float) -> None:
+            self.counters.queue_impression(pipe, experiment_id, variant, latency_ms)
+
+        return Arm(experiment_id, variant, self.model, count_impression)
 
 
 class ExperimentRouter:
@@ -163,7 +170,7 @@ class ExperimentRouter:
                 continue
             try:
                 variant = choose_variant(experiment, user_id, self._arm_counts(experiment), self.rng)
-                return Assignment(experiment, variant, self.models.get(variant.model_version))
+                return Assignment(experiment, variant, self.models.get(variant.model_version), self.counters)
             except VersionUnavailableError:
                 return None
             except Exception as exc:  # counts unreadable: the champion serves this request
@@ -172,16 +179,6 @@ class ExperimentRouter:
                 )
                 return None
         return None
-
-    def record_impression(self, assignment: Assignment, latency_ms: float) -> None:
-        """Count one served list of the arm; a failure is logged, never raised (the list was served)."""
-        try:
-            self.counters.record_impression(assignment.experiment.experiment_id, assignment.variant.name, latency_ms)
-        except Exception as exc:
-            logger.warning(
-                "experiment impression not counted",
-                extra={"experiment": assignment.experiment.experiment_id, "error": repr(exc)},
-            )
 
     def _arm_counts(self, experiment: Experiment) -> dict[str, ArmCounts]:
         cached = self._counts.get(experiment.experiment_id)

@@ -49,6 +49,9 @@ class Arm:
     experiment_id: str
     variant: str
     model: ServedModel | None  # None: the variant's version is served by the built-in scorers (popularity)
+    # Queues the arm's impression (pipeline, milliseconds to the ranked list) on the recommendation log's pipeline,
+    # so that counting it costs no round trip of its own.
+    count_impression: Callable[[Any, float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class Recommender:
     ) -> Recommendation:
         """Top `count` items; `log=False` skips the attribution log (offline replays); `arm`: an experiment's
         variant serves the request instead of the champion."""
+        started = time.perf_counter()
         now = time.time() if now is None else now
         ctx, eligible, scorer = self.candidates(user_id, count, exclude, categories, now, arm=arm)
         scores = scorer.score(ctx, eligible)
@@ -143,7 +147,10 @@ class Recommender:
             variant=arm.variant if arm else None,
         )
         if log:
-            self._log(result, now)
+            impression = None
+            if arm is not None and arm.count_impression is not None:
+                impression = (arm.count_impression, (time.perf_counter() - started) * 1000)
+            self._log(result, now, impression)
         return result
 
     def candidates(
@@ -202,9 +209,15 @@ class Recommender:
             eligible = [item for item in eligible if categories[item] & ctx.categories]
         return eligible
 
-    def _log(self, result: Recommendation, now: float) -> None:
-        """Short-lived log for attribution of later events, plus impression counters."""
+    def _log(
+        self, result: Recommendation, now: float, impression: tuple[Callable[[Any, float], None], float] | None
+    ) -> None:
+        """Short-lived log for attribution of later events, plus impression counters (and the experiment arm's,
+        `impression`: its queuing function and the latency to count)."""
         pipe = self.store.redis.pipeline(transaction=False)
+        if impression is not None:
+            count_impression, latency_ms = impression
+            count_impression(pipe, latency_ms)
         key = Keys.recommendation_log(result.user_id, result.recommendation_id)
         pipe.hset(
             key,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
@@ -31,7 +29,6 @@ def post_recommend(request: RecommendIn) -> RecommendOut:
     require_acting_for(router.current_event, [("user_id", request.user_id)])
     services = get_container()
     recommender = services.recommender
-    started = time.perf_counter()
     assignment = services.experiment_router.route(request.user_id)
     try:
         result = recommender.recommend(
@@ -49,8 +46,6 @@ def post_recommend(request: RecommendIn) -> RecommendOut:
         if fallback is None:
             raise ApiError(503, "feature_store_unavailable", "no recommendation could be made; retry later") from exc
         result = fallback
-    if assignment is not None and result.experiment_id is not None:
-        services.experiment_router.record_impression(assignment, (time.perf_counter() - started) * 1000)
     if result.cold_start:
         metrics.add_metric(name="ColdStartRecommendations", unit=MetricUnit.Count, value=1)
     return to_response(result)
