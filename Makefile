@@ -16,7 +16,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 BUILD_DIR := .aws-sam/build
 SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
 
-.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online bench-experiments clean
+.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online bench-experiments bench-drift clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-training  lgbm training time on 1M synthetic interactions"
 	@echo "make bench-online    online-update cost (1000-event buffer) and Kinesis batch throughput, JSON"
 	@echo "make bench-experiments  statistical suite of experiments (A/A, power, regret, SRM, attribution), JSON"
+	@echo "make bench-drift  statistical suite of drift detection (false alarms, power, trivial shifts, speed), JSON"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
 setup: $(STAMP) $(TOOLS_STAMP)
@@ -102,6 +103,9 @@ bench-online: $(STAMP)
 
 bench-experiments: $(STAMP)
 	@$(PY) -m bench.experiments --json
+
+bench-drift: $(STAMP)
+	@$(PY) -m bench.drift --json
 
 clean:
 	rm -rf .aws-sam .pytest_cache .coverage

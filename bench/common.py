@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -54,6 +55,16 @@ def configure(redis_url: str) -> None:
         POWERTOOLS_LOG_LEVEL="ERROR",
         AUTH_MODE="none",  # handlers called in-process, with no API Gateway authorizer in front
     )
+
+
+def wilson(successes: int, trials: int, z: float = 1.959964) -> dict[str, Any]:
+    """The rate with its simulation count and Wilson 95% interval."""
+    if not trials:
+        return {"rate": None, "n": 0, "ci95": [None, None]}
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return {"rate": round(rate, 5), "n": trials, "ci95": [round(max(0.0, centre - half), 5), round(centre + half, 5)]}
 
 
 def timings_ms(operation: Callable[[int], Any], repeat: int, warmup: int = 50) -> list[float]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import random
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 
 import redis
 
-from bench.common import log, redis_server
+from bench.common import log, redis_server, wilson
 from recloop.core.settings import AllocationStrategy
 from recloop.experiments.allocation import choose_variant
 from recloop.experiments.counters import ExperimentCounters
@@ -48,16 +47,6 @@ SRM_CHECK_EVERY = 1_000
 BASE_RATE, LIFTED_RATE = 0.05, 0.06
 LATENCY_MS = 20.0
 FIGURES = ("aa", "power", "regret", "srm", "attribution")
-
-
-def wilson(successes: int, trials: int, z: float = 1.959964) -> dict[str, Any]:
-    """The rate with its simulation count and Wilson 95% interval."""
-    if not trials:
-        return {"rate": None, "n": 0, "ci95": [None, None]}
-    rate = successes / trials
-    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return {"rate": round(rate, 5), "n": trials, "ci95": [round(max(0.0, centre - half), 5), round(centre + half, 5)]}
 
 
 def experiment(strategy: AllocationStrategy, seed: int, weights: tuple[float, float] | None = None) -> Experiment:

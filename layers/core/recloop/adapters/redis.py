@@ -102,6 +102,11 @@ class Keys:
     SERVED_FEATURES = "{olr}:served"
     # The running experiments' definitions, cached for a few seconds (S3 holds the truth; a change deletes it).
     RUNNING_EXPERIMENTS = "recloop:experiments:running"
+    # Retraining (recloop.retraining.status): its lock, its status hash and the count of new interactions share the
+    # {rt} slot, so starting and finishing a run are one script or transaction.
+    RETRAIN_LOCK = "{rt}:lock"  # the execution name of the retrain that holds it, with a TTL
+    RETRAIN_STATUS = "{rt}:status"
+    RETRAIN_NEW_INTERACTIONS = "{rt}:new"  # events applied for the first time since the last successful retrain
 
     # What a decay rescale rewrites (recloop.features.store.FeatureStore.rescale_decay): SCAN patterns, and the
     # popularity ranking's replacement, built aside and renamed over it (same slot: the hash tag is its name).
@@ -182,3 +187,15 @@ class Keys:
     def experiment_pattern(experiment_id: str) -> str:
         """SCAN pattern of every key of one experiment."""
         return f"{{x:{experiment_id}}}:*"
+
+    # Drift detection's live window (recloop.drift.window): one reservoir per stream of observations, its rows and
+    # its observation counter under one hash tag, so the reservoir script runs on one node of a cluster.
+    @staticmethod
+    def drift_reservoir(window: str) -> str:
+        """Hash slot index -> encoded row: the reservoir's sample (at most its capacity)."""
+        return f"{{dw:{window}}}:rows"
+
+    @staticmethod
+    def drift_reservoir_seen(window: str) -> str:
+        """How many rows the reservoir has been offered since the window started."""
+        return f"{{dw:{window}}}:seen"
