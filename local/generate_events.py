@@ -59,6 +59,7 @@ GUIDE_EXPERIMENT = {
 }
 EXPERIMENT = {"experiment_id": "exp_a1b2c3d4e5f6"}  # the guide's example id (the samples' setup creates it)
 EXPERIMENTS = "/api/v1/mlops/experiments"
+RETRAIN = "/api/v1/mlops/retrain"
 
 
 ROUTES: tuple[Route, ...] = (
@@ -163,6 +164,11 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("mlops/experiment_results.json", "GET", EXPERIMENTS + "/{experiment_id}", path_parameters=EXPERIMENT),
     Route("mlops/stop_an_experiment.json", "POST", EXPERIMENTS + "/{experiment_id}/stop", path_parameters=EXPERIMENT),
+    Route("mlops/retrain_status.json", "GET", "/api/v1/mlops/retrain/status"),
+    Route("mlops/retrain_manually.json", "POST", RETRAIN, {"force": True, "reason": "Manual trigger for testing"}),
+    Route("mlops/retrain_manually_while_one_runs.json", "POST", RETRAIN, {"force": True}),
+    Route("mlops/retrain_if_a_trigger_fires.json", "POST", RETRAIN, {"force": False}),
+    Route("mlops/retrain_with_an_invalid_force.json", "POST", RETRAIN, {"force": "yes"}),
 )
 
 

@@ -14,6 +14,7 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +138,12 @@ def deployment(aws: dict[str, Any], redis_client: redis.Redis, monkeypatch: pyte
     monkeypatch.setenv("ONLINE_LEARNING_BUFFER_SIZE", "40")
     monkeypatch.setenv("ONLINE_LEARNING_BATCH_SIZE", "8")
     monkeypatch.setenv("AUTH_SIGNING_SECRET_ARN", create_signing_secret())  # the key of the authorizer samples
+    monkeypatch.setenv("RETRAIN_STATE_MACHINE_ARN", retrain_state_machine())
     reset_container()
     api = ApiClient()
     handlers = {name: module.lambda_handler for name, module in api.functions.items()}
-    handlers |= {name: load_function(name).lambda_handler for name in ("online_update", "train", "authorizer")}
+    functions = ("online_update", "train", "workflow", "authorizer")
+    handlers |= {name: load_function(name).lambda_handler for name in functions}
     deployed = Deployment(api, handlers, ModelRegistry(ObjectStore(aws["s3"], TEST_BUCKET), redis_client))
 
     # The mlops function's synchronous invocation of OnlineUpdateFunction reaches its handler here, through JSON.
@@ -149,6 +152,16 @@ def deployment(aws: dict[str, Any], redis_client: redis.Redis, monkeypatch: pyte
 
     monkeypatch.setattr("recloop.handlers.http.online.invoke", invoke_online_update)
     return deployed
+
+
+def retrain_state_machine() -> str:
+    """A retrain state machine in moto that passes its input through (the retrain samples start it)."""
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
+    return boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name="recloop-test-retrain",
+        definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/recloop-test-retrain",
+    )["stateMachineArn"]
 
 
 def known_user(d: Deployment) -> None:
@@ -228,6 +241,12 @@ def a_stopped_experiment(d: Deployment) -> None:
     get_container().experiments.stop("exp_a1b2c3d4e5f6")
 
 
+def a_retrain_running(d: Deployment) -> None:
+    """A manual retrain started at the guide's time, still running."""
+    get_container().retraining.clock = lambda: datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+    assert get_container().retraining.request(force=True).execution_name == "retrain-manual-20261127T1100Z"
+
+
 def an_archive_of_120_events(d: Deployment) -> None:
     """Twenty users each like six items of one of two groups, archived as the stream consumer archives them."""
     history = tastes(20, 1_700_000_000.0, {"a": [f"a{n}" for n in range(6)], "b": [f"b{n}" for n in range(6)]})
@@ -253,6 +272,9 @@ SETUP: dict[str, Callable[[Deployment], None]] = {
     "mlops/start_a_stopped_experiment": a_stopped_experiment,
     "mlops/experiment_results": a_running_experiment_with_traffic,
     "mlops/stop_an_experiment": a_running_experiment_with_traffic,
+    "mlops/retrain_manually_while_one_runs": a_retrain_running,
+    "workflow/fail_a_retrain_that_found_no_events": a_retrain_running,
+    "train/prepare_the_dataset_of_a_retrain": an_archive_of_120_events,
 }
 
 

@@ -22,6 +22,8 @@ from recloop.serving.recommender import Recommender
 
 if TYPE_CHECKING:
     from recloop.access.keys import SigningKeys
+    from recloop.drift.service import DriftService
+    from recloop.drift.window import DriftWindow
     from recloop.experiments.attribution import Attribution
     from recloop.experiments.counters import ExperimentCounters
     from recloop.experiments.router import ExperimentRouter, RunningExperiments
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from recloop.ingest.consumer import DeadLetters, StreamConsumer
     from recloop.learning.online.learner import OnlineLearner
     from recloop.registry.model_registry import ModelRegistry
+    from recloop.retraining.service import RetrainService
+    from recloop.retraining.status import RetrainStatusStore
+    from recloop.retraining.workflow import RetrainWorkflow
     from recloop.serving.champion import ChampionProvider
 
 
@@ -114,7 +119,7 @@ class Container:
         from recloop.ingest.consumer import StreamConsumer
         from recloop.learning.online.buffer import OnlineBuffer
 
-        return StreamConsumer(self.store, self.objects, OnlineBuffer(self.redis, self.settings))
+        return StreamConsumer(self.store, self.objects, OnlineBuffer(self.redis, self.settings), self.retrain_status)
 
     @cached_property
     def dead_letters(self) -> DeadLetters:
@@ -142,6 +147,54 @@ class Container:
             default_allocation_strategy=self.settings.default_allocation_strategy,
             default_traffic_percentage=self.settings.default_traffic_percentage,
         )
+
+    @cached_property
+    def retrain_status(self) -> RetrainStatusStore:
+        from recloop.retraining.status import RetrainStatusStore
+
+        return RetrainStatusStore(self.redis, self.settings.retrain_lock_seconds)
+
+    @cached_property
+    def retraining(self) -> RetrainService:
+        from recloop.adapters.workflows import StepFunctions
+        from recloop.drift.reports import DriftReports
+        from recloop.learning.online.stats import OnlineStats
+        from recloop.retraining.launcher import NotConfiguredLauncher, RetrainLauncher, StateMachineLauncher
+        from recloop.retraining.performance import OnlineHeldOutError
+        from recloop.retraining.service import RetrainService
+
+        arn = self.settings.retrain_state_machine_arn
+        launcher: RetrainLauncher = (
+            StateMachineLauncher(StepFunctions(self.aws_client("stepfunctions")), arn)
+            if arn
+            else NotConfiguredLauncher()
+        )
+        performance = OnlineHeldOutError(OnlineStats(self.redis))
+        return RetrainService(self.retrain_status, DriftReports(self.objects), performance, launcher, self.settings)
+
+    @cached_property
+    def drift_window(self) -> DriftWindow:
+        from recloop.drift.window import DriftWindow
+
+        return DriftWindow(self.redis)
+
+    @cached_property
+    def drift(self) -> DriftService:
+        from recloop.drift.detector import DriftDetector
+        from recloop.drift.reference import ReferenceStore
+        from recloop.drift.reports import DriftReports
+        from recloop.drift.service import DriftService
+
+        detector = DriftDetector(threshold=self.settings.drift_threshold)
+        return DriftService(
+            self.registry, ReferenceStore(self.objects), self.drift_window, DriftReports(self.objects), detector
+        )
+
+    @cached_property
+    def retrain_workflow(self) -> RetrainWorkflow:
+        from recloop.retraining.workflow import RetrainWorkflow
+
+        return RetrainWorkflow(self.retraining, self.objects, self.registry, self.experiments, self.settings)
 
     @cached_property
     def signing_keys(self) -> SigningKeys:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -53,6 +54,20 @@ class Settings(BaseModel):
     drift_threshold: float = Field(0.05, alias="DRIFT_THRESHOLD", gt=0, lt=1)
     retrain_interval_hours: float = Field(168, alias="RETRAIN_INTERVAL_HOURS", gt=0)
     min_new_interactions: int = Field(10_000, alias="MIN_NEW_INTERACTIONS", ge=1)
+    # The performance trigger: the champion's live quality worse than its baseline by this share (relative), once the
+    # baseline rests on at least PERFORMANCE_MIN_SAMPLES readings (a young baseline is noise).
+    performance_drop_threshold: float = Field(0.2, alias="PERFORMANCE_DROP_THRESHOLD", gt=0, lt=1)
+    performance_min_samples: int = Field(5, alias="PERFORMANCE_MIN_SAMPLES", ge=1, le=1_000_000)
+    # The retrain state machine (empty: retraining cannot be started here), and how long its lock lives: longer than
+    # the longest retrain, so the lock of an execution that died expires and the next one may start.
+    retrain_state_machine_arn: str = Field("", alias="RETRAIN_STATE_MACHINE_ARN")
+    retrain_lock_seconds: int = Field(6 * 3600, alias="RETRAIN_LOCK_SECONDS", ge=60, le=7 * 86_400)
+    # A retrained candidate must beat the champion's holdout HR@10 by this much to be registered.
+    retrain_min_improvement: float = Field(0.0, alias="RETRAIN_MIN_IMPROVEMENT", ge=0, le=1)
+    # What a registered candidate becomes: a canary experiment against the champion (auto_promote) or, at once,
+    # the champion. With no champion yet it is always promoted.
+    retrain_deployment: Literal["canary", "promote"] = Field("canary", alias="RETRAIN_DEPLOYMENT")
+    canary_traffic_percentage: float = Field(10.0, alias="CANARY_TRAFFIC_PERCENTAGE", gt=0, le=100)
     default_allocation_strategy: AllocationStrategy = Field(
         AllocationStrategy.THOMPSON_SAMPLING, alias="DEFAULT_ALLOCATION_STRATEGY"
     )

@@ -28,8 +28,57 @@ class TrainRequest(BaseModel):
     reason: str = "retrain"
 
 
+class PrepareDatasetTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    execution_name: str
+    events_prefix: str = "events/"
+
+
+class TrainTask(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    execution_name: str
+    dataset_key: str
+    kind: ModelKind = ModelKind.LGBM
+    holdout_fraction: float = Field(0.1, gt=0, le=0.5)
+
+
+def prepare_dataset_task(event: dict[str, Any]) -> dict[str, Any]:
+    request = PrepareDatasetTask.model_validate(event)
+    services = get_container()
+    events = load_archive(services.objects, request.events_prefix)
+    return services.retrain_workflow.prepare_dataset(request.execution_name, events).model_dump(mode="json")
+
+
+def train_task(event: dict[str, Any]) -> dict[str, Any]:
+    request = TrainTask.model_validate(event)
+    candidate = get_container().retrain_workflow.train(
+        request.execution_name, request.dataset_key, request.kind, request.holdout_fraction
+    )
+    return candidate.model_dump(mode="json")
+
+
+# The retrain state machine's steps this function runs (it has the memory and the time); the others run in the
+# workflow function (recloop.handlers.workflow).
+TASKS = {"prepare_dataset": prepare_dataset_task, "train": train_task}
+
+
 @logger.inject_lambda_context
 def handle_train(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A retrain step (`task` in the input), or a whole training run invoked directly (TrainRequest)."""
+    if event and "task" in event:
+        from recloop.handlers.workflow import UnknownTaskError, transient_errors
+
+        task = TASKS.get(str(event["task"]))
+        if task is None:
+            raise UnknownTaskError(f"unknown task {event['task']!r}; one of {sorted(TASKS)}")
+        with transient_errors():
+            return task(event)
+    return train_directly(event)
+
+
+def train_directly(event: dict[str, Any]) -> dict[str, Any]:
     from recloop.registry.versions import new_version_id
 
     request = TrainRequest.model_validate(event or {})

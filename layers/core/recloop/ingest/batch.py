@@ -40,11 +40,12 @@ def process_records(
     """Archive, apply and buffer each record once; see the module's docstring for poison and failed records."""
     archive_failures = consumer.archive_many(records)
     outcome = BatchOutcome()
+    new_events = 0
     for record in records:
         try:
             if record.sequence_number in archive_failures:
                 raise archive_failures[record.sequence_number]
-            consumer.process(record, archive=False)
+            new_events += consumer.process(record, archive=False)
         except PoisonRecordError as exc:
             try:
                 dead_letters.send(record, str(exc))
@@ -56,6 +57,7 @@ def process_records(
             outcome.failed[record.sequence_number] = exc
         else:
             outcome.processed.append(record)
+    consumer.count_new_interactions(new_events)  # one call per batch
     return outcome
 
 

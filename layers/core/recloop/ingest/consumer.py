@@ -6,6 +6,8 @@ on the stream a second time, changes nothing the second time:
 - features are applied through the event-id claim (the event path may already have applied them; while it is
   applying them, the consumer waits for its claim to be done or to expire, then applies them itself);
 - the online-learning buffer claims the event id in the script that appends the event.
+That claim also says which events are new: their number per batch is added to the count of new interactions since
+the last retrain (the volume trigger, recloop.retraining).
 A record that is not a valid interaction fails alone with its reason.
 """
 
@@ -17,14 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 
+from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from recloop.adapters.objects import ObjectStore
 from recloop.adapters.queues import Queue
+from recloop.adapters.redis import REDIS_ERRORS
 from recloop.core.errors import UnavailableError
 from recloop.core.events import Interaction
 from recloop.features.store import ApplyOutcome, FeatureStore
 from recloop.learning.online.buffer import OnlineBuffer
+from recloop.retraining.status import RetrainStatusStore
+
+logger = Logger(child=True)
 
 ARCHIVE_PREFIX = "events/"
 # Concurrent archive writes per batch: botocore's default connection pool holds 10.
@@ -60,20 +67,37 @@ def archive_key(event: Interaction) -> str:
 
 
 class StreamConsumer:
-    def __init__(self, store: FeatureStore, objects: ObjectStore, buffer: OnlineBuffer) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        objects: ObjectStore,
+        buffer: OnlineBuffer,
+        retrain_status: RetrainStatusStore | None = None,
+    ) -> None:
         self.store = store
         self.objects = objects
         self.buffer = buffer
+        self.retrain_status = retrain_status
 
-    def process(self, record: StreamRecord, *, archive: bool = True) -> Interaction:
-        """Archive (unless `archive_many` did), apply and buffer one record; PoisonRecordError for one to set aside."""
+    def process(self, record: StreamRecord, *, archive: bool = True) -> bool:
+        """Archive (unless `archive_many` did), apply and buffer one record; whether its event is new here (False
+        for a redelivery or a retry). PoisonRecordError for one to set aside."""
         event = record.interaction
         if archive:
             self._archive(record, event)
         if self.store.apply_waiting(event) is ApplyOutcome.IN_FLIGHT:
             raise FeaturesInFlightError(f"event {event.event_id} is still being applied elsewhere; retry the record")
-        self.buffer.append_once(event)
-        return event
+        return self.buffer.append_once(event) > 0
+
+    def count_new_interactions(self, count: int) -> None:
+        """Add a batch's new events to the count since the last retrain. Never fails the batch: its events are
+        claimed already, so a retry would not count them again."""
+        if self.retrain_status is None or count <= 0:
+            return
+        try:
+            self.retrain_status.add_new_interactions(count)
+        except REDIS_ERRORS as exc:
+            logger.warning("new interactions not counted", extra={"count": count, "error": repr(exc)})
 
     def archive_many(self, records: Sequence[StreamRecord]) -> dict[str, Exception]:
         """Archive a batch's records concurrently (one S3 round trip each would dominate the batch's time);

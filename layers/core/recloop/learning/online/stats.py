@@ -38,6 +38,16 @@ class OnlineStats:
     def count_rollback(self) -> None:
         self.redis.hincrby(Keys.ONLINE_STATS, "rollbacks", 1)
 
+    def held_out_error(self) -> tuple[float, float, int] | None:
+        """The champion's held-out error before the last update, the mean held-out error of the models in service
+        after each update, and how many updates that mean covers; None before the first timed update."""
+        last, total, timed = self.redis.hmget(
+            Keys.ONLINE_STATS, ["last_error_before", "prediction_error_sum", "timed_updates"]
+        )
+        if not timed or not last or int(timed) == 0:
+            return None
+        return float(last), float(total or 0.0) / int(timed), int(timed)
+
     def summary(self) -> dict[str, Any]:
         """The status route's view of the counters (averages over timed updates; None where nothing was timed)."""
         stats = {_text(k): _text(v) for k, v in self.redis.hgetall(Keys.ONLINE_STATS).items()}
