@@ -32,6 +32,7 @@ from recloop.experiments.store import ExperimentStore
 from recloop.registry.model_registry import ModelRegistry
 from tests.support.environment import EVENTS_DIR, REGION, ROOT, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item, tastes
+from tests.support.retraining import pass_through_state_machine
 from tests.support.stream import kinesis_batch, published_twice, records
 from tests.support.tokens import create_signing_secret
 
@@ -138,7 +139,7 @@ def deployment(aws: dict[str, Any], redis_client: redis.Redis, monkeypatch: pyte
     monkeypatch.setenv("ONLINE_LEARNING_BUFFER_SIZE", "40")
     monkeypatch.setenv("ONLINE_LEARNING_BATCH_SIZE", "8")
     monkeypatch.setenv("AUTH_SIGNING_SECRET_ARN", create_signing_secret())  # the key of the authorizer samples
-    monkeypatch.setenv("RETRAIN_STATE_MACHINE_ARN", retrain_state_machine())
+    monkeypatch.setenv("RETRAIN_STATE_MACHINE_ARN", pass_through_state_machine(REGION))
     reset_container()
     api = ApiClient()
     handlers = {name: module.lambda_handler for name, module in api.functions.items()}
@@ -152,16 +153,6 @@ def deployment(aws: dict[str, Any], redis_client: redis.Redis, monkeypatch: pyte
 
     monkeypatch.setattr("recloop.handlers.http.online.invoke", invoke_online_update)
     return deployed
-
-
-def retrain_state_machine() -> str:
-    """A retrain state machine in moto that passes its input through (the retrain samples start it)."""
-    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
-    return boto3.client("stepfunctions", region_name=REGION).create_state_machine(
-        name="recloop-test-retrain",
-        definition=json.dumps(definition),
-        roleArn="arn:aws:iam::123456789012:role/recloop-test-retrain",
-    )["stateMachineArn"]
 
 
 def known_user(d: Deployment) -> None:

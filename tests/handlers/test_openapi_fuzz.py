@@ -16,8 +16,10 @@ import requests
 
 from local.inprocess import load_function
 from recloop.container import get_container, reset_container
+from tests.support.environment import REGION
 from tests.support.gateway import ApiRoute, InProcessGateway, InProcessLambda, http_handlers, template_routes
 from tests.support.openapi_fuzz import documented_routes, fuzz_route, openapi_schema
+from tests.support.retraining import pass_through_state_machine
 
 # Valid requests per route; as many again that break the schema, for each route that takes a body.
 EXAMPLES_PER_ROUTE = 50
@@ -30,6 +32,7 @@ API_ROUTES = [route for route in ROUTES if route.resource != "/docs"]  # /docs s
 @pytest.fixture
 def gateway(aws: dict[str, Any], redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[requests.Session]:
     monkeypatch.setenv("ONLINE_UPDATE_FUNCTION_NAME", ONLINE_UPDATE)
+    monkeypatch.setenv("RETRAIN_STATE_MACHINE_ARN", pass_through_state_machine(REGION))
     reset_container()
     online_update = InProcessLambda({ONLINE_UPDATE: load_function("online_update").lambda_handler})
     monkeypatch.setattr(get_container(), "invoke_client", lambda: online_update)

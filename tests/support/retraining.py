@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+
+import boto3
 
 from recloop.drift.features import Source
 from recloop.drift.model import DriftReport, new_run_id
@@ -23,3 +26,14 @@ def drift_report(checked_at: datetime, *, drifted: bool = True, score: float = 0
         window_observed={Source.SERVED: 1000},
         features=[],
     )
+
+
+def pass_through_state_machine(region: str, name: str = "recloop-test-retrain") -> str:
+    """A state machine in moto that passes its input through: what starting a retrain needs from Step Functions
+    where the retrain itself is not under test."""
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
+    return boto3.client("stepfunctions", region_name=region).create_state_machine(
+        name=name,
+        definition=json.dumps(definition),
+        roleArn=f"arn:aws:iam::123456789012:role/{name}",
+    )["stateMachineArn"]
