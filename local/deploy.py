@@ -57,6 +57,7 @@ def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
             f"StageName={STAGE}",
             "LogLevel=INFO",
             f"OnlineLearningBufferSize={profile.online_learning_buffer_size}",
+            f'DriftCheckSchedule="{profile.drift_check_schedule}"',  # quoted: the value has a space
         ],
         sam_log,
         env,

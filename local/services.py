@@ -33,6 +33,8 @@ class Profile:
     redis_port: int
     # Interactions buffered before an online update (the template's default; small where tests fill the buffer).
     online_learning_buffer_size: int = 1000
+    # How often EventBridge runs the drift check (the template's default; every minute where tests watch it fire).
+    drift_check_schedule: str = "rate(1 hour)"
 
     @property
     def state(self) -> Path:
@@ -56,7 +58,14 @@ class Profile:
 
 
 DEV = Profile("dev", localstack_port=4566, api_port=8000, redis_port=6380)
-E2E = Profile("e2e", localstack_port=4599, api_port=8099, redis_port=6399, online_learning_buffer_size=50)
+E2E = Profile(
+    "e2e",
+    localstack_port=4599,
+    api_port=8099,
+    redis_port=6399,
+    online_learning_buffer_size=50,
+    drift_check_schedule="rate(1 minute)",
+)
 PROFILES = (DEV, E2E)
 
 

@@ -153,6 +153,7 @@ def test_a_forced_request_starts_a_manual_retrain(service: RetrainService, launc
                 "trigger": "manual",
                 "reason": "Manual trigger for testing",
                 "requested_at": "2026-12-01T12:00:00+00:00",
+                "events_prefix": "events/",
             },
         )
     ]

@@ -31,6 +31,7 @@ from recloop.retraining.triggers import Decision, decide
 logger = Logger(child=True)
 
 MANUAL_REASON = "Manual trigger"
+ARCHIVE_PREFIX = "events/"  # what a retrain trains on: the stream consumer's archive
 MAX_ERROR_LENGTH = 1000  # a failed step's error as the status shows it (the execution history keeps all of it)
 
 
@@ -170,6 +171,7 @@ class RetrainService:
             "trigger": trigger.value,
             "reason": reason,
             "requested_at": run.started_at,
+            "events_prefix": ARCHIVE_PREFIX,
         }
         try:
             arn = self.launcher.launch(run.execution_name, execution_input)
