@@ -16,7 +16,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 BUILD_DIR := .aws-sam/build
 SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
 
-.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online bench-experiments bench-drift clean
+.PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online bench-experiments bench-drift bench-dataset clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-online    online-update cost (1000-event buffer) and Kinesis batch throughput, JSON"
 	@echo "make bench-experiments  statistical suite of experiments (A/A, power, regret, SRM, attribution), JSON"
 	@echo "make bench-drift  statistical suite of drift detection (false alarms, power, trivial shifts, speed), JSON"
+	@echo "make bench-dataset  1M events archived, compacted and read back from LocalStack S3 (DATASET_S3=moto), JSON"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
 setup: $(STAMP) $(TOOLS_STAMP)
@@ -106,6 +107,10 @@ bench-experiments: $(STAMP)
 
 bench-drift: $(STAMP)
 	@$(PY) -m bench.drift --json
+
+DATASET_S3 ?= localstack
+bench-dataset: $(STAMP)
+	@$(PY) -m bench.dataset --json --s3 $(DATASET_S3)
 
 clean:
 	rm -rf .aws-sam .pytest_cache .coverage

@@ -18,6 +18,7 @@ from recloop.adapters.objects import ObjectStore
 from recloop.models.bundle import ModelKind, ModelMetadata
 from recloop.registry.model_registry import ModelRegistry
 from tests.e2e.conftest import Http, carries, dead_letters
+from tests.support.archive import archive_objects
 from tests.support.learning import stream_with_new_item, trained
 
 pytestmark = pytest.mark.e2e
@@ -72,9 +73,8 @@ def interactions(users: int, new_item: str) -> list[dict[str, Any]]:
     return [{name: getattr(e, name) for name in fields} for e in events]
 
 
-def archived_keys(aws: Any, bucket: str) -> set[str]:
-    pages = aws("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/dt=")
-    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+def archived_event_ids(aws: Any, bucket: str) -> set[str]:
+    return {event_id for ids in archive_objects(aws("s3"), bucket).values() for event_id in ids}
 
 
 def test_a_full_buffer_archives_the_events_and_publishes_an_updated_champion(
@@ -82,21 +82,16 @@ def test_a_full_buffer_archives_the_events_and_publishes_an_updated_champion(
 ) -> None:
     bucket = stack.outputs["BucketName"]
     _, champion = promote_champion(stack, aws, stack_redis)
-    archived_before = archived_keys(aws, bucket)
     events = interactions(40, unique("a-new"))  # 60 events: one update of 50, 10 left in the buffer
     assert len(events) > BUFFER_SIZE
 
     status, reply = http.post("/api/v1/events/batch", {"events": events})
     assert (status, reply["accepted"]) == (202, len(events))
 
-    def all_archived() -> list[str] | None:
-        new = archived_keys(aws, bucket) - archived_before
-        return sorted(new) if len(new) >= len(events) else None
+    def all_archived() -> bool:
+        return {e["event_id"] for e in events} <= archived_event_ids(aws, bucket)
 
-    new_keys = wait_for(all_archived, "every event archived under events/dt=...")
-    s3 = aws("s3")
-    archived_ids = {json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["event_id"] for key in new_keys}
-    assert archived_ids == {e["event_id"] for e in events}
+    wait_for(all_archived, "every event archived under events/dt=...")
 
     def published() -> dict | None:
         code, body = http.get(STATUS)

@@ -22,7 +22,8 @@ from recloop.adapters.redis import Keys
 from recloop.container import get_container, reset_container
 from recloop.features import store as store_module
 from tests.faults.redis_process import RedisProcess
-from tests.support.environment import REGION, TEST_BUCKET, TEST_STREAM
+from tests.support.archive import archived_event_ids
+from tests.support.environment import REGION, TEST_STREAM
 
 
 @pytest.fixture
@@ -79,8 +80,8 @@ def counted(client: redis.Redis, user: str, item: str, kind: str) -> dict[str, A
 
 
 def archived(aws: dict[str, Any]) -> list[str]:
-    listing = aws["s3"].list_objects_v2(Bucket=TEST_BUCKET, Prefix="events/").get("Contents", [])
-    return [o["Key"] for o in listing]
+    """The event ids retraining reads back from the archive (a retry on the stream archives an event again)."""
+    return archived_event_ids(aws["s3"])
 
 
 ONCE = {"item_count": "1", "user_count": "1", "global_count": "1", "buffered": 1}

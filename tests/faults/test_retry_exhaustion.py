@@ -5,8 +5,8 @@ template.yaml configures them: the stream function reports every record for retr
 MaximumRetryAttempts attempts, then Lambda discards the batch and writes its on-failure record (in Lambda's
 documented format, built here from the batch) to the failed-records bucket. Redis comes back,
 `python -m recloop.tools.replay_failed` runs, and the end state is exact: every event counted once in the features,
-buffered once for online learning, archived once; the failure object moved under replayed/; a second run changes
-nothing. Real Redis (the session's redis-server), moto for S3, Kinesis and SQS.
+buffered once for online learning, read back once from the archive; the failure object moved under replayed/; a
+second run changes nothing. Real Redis (the session's redis-server), moto for S3, Kinesis and SQS.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from recloop.core.events import EventType, Interaction
 from recloop.ingest.consumer import StreamRecord
 from recloop.ingest.replay import FAILURES_PREFIX, REPLAYED_PREFIX
 from recloop.tools import replay_failed
-from tests.support.environment import REGION, ROOT, TEST_BUCKET, TEST_STREAM
+from tests.support.archive import archived_event_ids as read_back
+from tests.support.environment import REGION, ROOT, TEST_STREAM
 from tests.support.redis_state import redis_state
 from tests.support.stream import kinesis_batch
 
@@ -235,14 +236,8 @@ def buffered_event_ids() -> list[str]:
 
 
 def archived_event_ids(stack: dict[str, Any]) -> list[str]:
-    s3 = stack["s3"]
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=TEST_BUCKET, Prefix="events/")
-    ids = []
-    for page in pages:
-        for obj in page.get("Contents", []):
-            for line in s3.get_object(Bucket=TEST_BUCKET, Key=obj["Key"])["Body"].read().splitlines():
-                ids.append(json.loads(line)["event_id"])
-    return sorted(ids)
+    """What retraining reads from the archive: a retry may archive an event again, training reads it once."""
+    return read_back(stack["s3"])
 
 
 def failure_objects(stack: dict[str, Any]) -> list[str]:

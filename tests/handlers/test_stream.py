@@ -23,6 +23,7 @@ from recloop.learning.online.checkpoints import CHECKPOINTS_PREFIX, Checkpoint
 from recloop.learning.online.results import UpdateOutcome
 from recloop.models.bundle import ModelKind
 from recloop.registry.model_registry import ModelRegistry
+from tests.support.archive import archive_objects, archived_event_ids
 from tests.support.environment import EVENTS_DIR, REGION, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item
 from tests.support.redis_state import redis_state
@@ -55,9 +56,14 @@ def registry(aws: dict[str, Any], redis_client: redis.Redis) -> ModelRegistry:
     return ModelRegistry(ObjectStore(aws["s3"], TEST_BUCKET), redis_client)
 
 
-def archived_keys(aws: dict[str, Any]) -> list[str]:
-    pages = aws["s3"].get_paginator("list_objects_v2").paginate(Bucket=TEST_BUCKET, Prefix="events/")
-    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+def archived_events(aws: dict[str, Any]) -> dict[str, list[str]]:
+    """Each archive object with the event ids it holds."""
+    return archive_objects(aws["s3"])
+
+
+def archived_count(aws: dict[str, Any]) -> int:
+    """How many events retraining reads back from the archive."""
+    return len(archived_event_ids(aws["s3"]))
 
 
 def dead_letters(queue_url: str) -> list[dict[str, Any]]:
@@ -75,16 +81,16 @@ def test_a_redelivered_batch_changes_nothing_the_second_time(handler, aws, redis
     batch = kinesis_batch(records(stream_with_new_item(40)))  # 60 events: one update of 40, 20 left
 
     assert handler(batch) == {"batchItemFailures": []}
-    assert len(archived_keys(aws)) == 60
+    assert archived_count(aws) == 60 and len(archived_events(aws)) == 1  # one object for the batch
     assert redis_client.llen(Keys.ONLINE_BUFFER) == 20
     (published,) = [v for v in model_versions(registry) if v != CHAMPION]
     assert registry.get(published).parent_version == CHAMPION
     assert redis_client.hget(Keys.item_features("a0"), "cnt:purchase") == "20"
-    before = (archived_keys(aws), redis_state(redis_client), model_versions(registry))
+    before = (archived_events(aws), redis_state(redis_client), model_versions(registry))
 
     assert handler(batch) == {"batchItemFailures": []}  # the mapping delivers the same batch again
 
-    assert (archived_keys(aws), redis_state(redis_client), model_versions(registry)) == before
+    assert (archived_events(aws), redis_state(redis_client), model_versions(registry)) == before
     assert redis_client.hget(Keys.ONLINE_STATS, "total_updates") == "1"
 
 
@@ -96,7 +102,7 @@ def test_a_poison_record_goes_to_the_dead_letter_queue_and_the_rest_is_processed
     reply = handler(kinesis_batch([good[0], poison, good[1]]))
 
     assert reply == {"batchItemFailures": []}  # the poison record does not block the shard
-    assert len(archived_keys(aws)) == 2 and redis_client.llen(Keys.ONLINE_BUFFER) == 2
+    assert archived_count(aws) == 2 and redis_client.llen(Keys.ONLINE_BUFFER) == 2
     (letter,) = dead_letters(dead_letter_queue)
     assert letter["shard_id"] == SHARD and letter["sequence_number"] == "2001"
     assert "event_type" in letter["reason"] and "item_id" in letter["reason"]
@@ -155,7 +161,7 @@ def test_a_bug_in_the_update_never_blocks_the_shard(handler, aws, redis_client, 
     reply = handler(kinesis_batch(records(stream_with_new_item(40))))
 
     assert reply == {"batchItemFailures": []}  # the records were processed; the update is logged as failed
-    assert len(archived_keys(aws)) == 60 and redis_client.llen(Keys.ONLINE_BUFFER) == 60
+    assert archived_count(aws) == 60 and redis_client.llen(Keys.ONLINE_BUFFER) == 60
     assert model_versions(registry) == [CHAMPION]
 
 

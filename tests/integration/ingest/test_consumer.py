@@ -13,8 +13,10 @@ from recloop.core.settings import Settings
 from recloop.features.store import FeatureStore
 from recloop.handlers.http.schemas import InteractionIn
 from recloop.handlers.stream import process_kinesis_batch
-from recloop.ingest.consumer import DeadLetters, PoisonRecordError, StreamConsumer, StreamRecord, archive_key
+from recloop.ingest.consumer import DeadLetters, PoisonRecordError, StreamConsumer, StreamRecord
+from recloop.learning.archive import prepare_dataset
 from recloop.learning.online.buffer import OnlineBuffer
+from tests.support.archive import archive_objects, archived_event_ids
 from tests.support.environment import TEST_BUCKET
 from tests.support.stream import kinesis_batch
 
@@ -42,9 +44,9 @@ def archived(aws) -> dict[str, bytes]:
 
 def test_a_record_is_archived_applied_and_buffered(consumer: StreamConsumer, aws, redis_client) -> None:
     consumer.process(record("101"))
-    key = archive_key(record("101").interaction)
-    assert key == "events/dt=2023-11-14/e101.jsonl"
-    assert json.loads(archived(aws)[key])["event_id"] == "e101"
+    ((key, body),) = archived(aws).items()
+    assert key.startswith("events/dt=2023-11-14/shardId-000000000000/101-101-") and key.endswith(".jsonl")
+    assert json.loads(body)["event_id"] == "e101"
     assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
     assert consumer.buffer_size() == 1
 
@@ -86,11 +88,12 @@ def test_a_poison_record_fails_alone_with_its_reason(consumer: StreamConsumer, a
     assert archived(aws) == {} and consumer.buffer_size() == 0
 
 
-def test_the_archive_is_written_once_per_event_id(consumer: StreamConsumer, aws) -> None:
+def test_an_event_id_archived_twice_is_read_back_once(consumer: StreamConsumer, aws) -> None:
     consumer.process(record("501", item="first", event_id="e-5"))
-    consumer.process(record("502", item="second", event_id="e-5"))  # the same event id: the archive keeps the first
-    (body,) = archived(aws).values()
-    assert json.loads(body)["item_id"] == "first"
+    consumer.process(record("502", item="second", event_id="e-5"))  # the same event id: readers keep the first
+    assert len(archived(aws)) == 2
+    (event,) = prepare_dataset(consumer.objects)
+    assert (event.event_id, event.item_id) == ("e-5", "first")
 
 
 def test_a_client_retry_on_the_stream_twice_is_archived_applied_and_buffered_once(
@@ -99,7 +102,7 @@ def test_a_client_retry_on_the_stream_twice_is_archived_applied_and_buffered_onc
     """The event path puts a client's retry on the stream again (new sequence number, same event id)."""
     consumer.process(record("511", event_id="retried"))
     consumer.process(record("517", event_id="retried"))
-    assert len(archived(aws)) == 1
+    assert archived_event_ids(aws["s3"]) == ["retried"]
     assert redis_client.hget(Keys.item_features("i1"), "cnt:like") == "1"
     assert consumer.buffer_size() == 1
 
@@ -116,7 +119,7 @@ def test_a_poison_record_goes_to_the_dead_letters_and_the_rest_is_processed(cons
     poison = StreamRecord("shardId-000000000000", "602", b'{"user_id": "u"}')
     reply = process_kinesis_batch(kinesis_batch([record("601"), poison, record("603")]), consumer, dead_letters)
     assert reply == {"batchItemFailures": []}  # the poison record does not block the shard
-    assert len(archived(aws)) == 2 and consumer.buffer_size() == 2
+    assert list(archive_objects(aws["s3"]).values()) == [["e601", "e603"]] and consumer.buffer_size() == 2
     (message,) = dead_letters.queue.sqs.receive_message(QueueUrl=dead_letters.queue.queue_url)["Messages"]
     body = json.loads(message["Body"])
     assert body["sequence_number"] == "602" and "item_id" in body["reason"]
@@ -136,23 +139,53 @@ def test_a_passing_failure_is_reported_for_retry_and_loses_nothing(consumer, dea
     assert consumer.buffer_size() == 1
 
 
-def test_an_archive_write_that_fails_fails_only_its_record(consumer, dead_letters, aws, monkeypatch) -> None:
-    """Archive writes of a batch run concurrently; the record whose write failed is retried, the others go on."""
+def slow_down_on(consumer: StreamConsumer, monkeypatch, day: str) -> None:
+    """S3 refuses the archive writes of one day's objects."""
     put = consumer.objects.s3.put_object
 
     def flaky_put(**kwargs):
-        if kwargs["Key"].endswith("/e802.jsonl"):
+        if kwargs["Key"].startswith(f"events/dt={day}/"):
             raise consumer.objects.s3.exceptions.ClientError(
                 {"Error": {"Code": "SlowDown", "Message": "slow down"}}, "PutObject"
             )
         return put(**kwargs)
 
     monkeypatch.setattr(consumer.objects.s3, "put_object", flaky_put)
+
+
+def test_a_batch_whose_archive_write_fails_is_retried_whole(consumer, dead_letters, aws, monkeypatch) -> None:
+    """No record counts as processed before it is archived: the batch's object failed, so every record is retried."""
+    slow_down_on(consumer, monkeypatch, "2023-11-14")
     batch = kinesis_batch([record(str(n), item=f"i{n}") for n in range(801, 821)])
     reply = process_kinesis_batch(batch, consumer, dead_letters)
-    # Kinesis retries from the first failure; the records after it are idempotent on the retry.
-    assert reply["batchItemFailures"][0] == {"itemIdentifier": "802"}
-    assert len(archived(aws)) == 19 and consumer.buffer_size() == 19
+    assert reply["batchItemFailures"] == [{"itemIdentifier": str(n)} for n in range(801, 821)]
+    assert archived(aws) == {} and consumer.buffer_size() == 0
     monkeypatch.undo()
     assert process_kinesis_batch(batch, consumer, dead_letters) == {"batchItemFailures": []}
-    assert len(archived(aws)) == 20 and consumer.buffer_size() == 20
+    assert len(archived(aws)) == 1 and consumer.buffer_size() == 20
+
+
+def test_an_archive_write_that_fails_fails_only_the_records_of_its_day(consumer, dead_letters, aws, monkeypatch):
+    """A batch's events of two days go to two objects: the records of the one not written are retried."""
+    late = InteractionIn(user_id="u9", item_id="i9", event_type="view", timestamp=T0 + 86_400, event_id="e-next-day")
+    next_day = StreamRecord("shardId-000000000000", "903", late.to_event(T0).to_record())
+    slow_down_on(consumer, monkeypatch, "2023-11-15")
+    batch = kinesis_batch([record("901"), record("902", user="u2"), next_day, record("904", user="u3")])
+    reply = process_kinesis_batch(batch, consumer, dead_letters)
+    assert reply == {"batchItemFailures": [{"itemIdentifier": "903"}]}
+    assert list(archive_objects(aws["s3"]).values()) == [["e901", "e902", "e904"]] and consumer.buffer_size() == 3
+    monkeypatch.undo()
+    # Kinesis retries from the failed record on: its day's object is written, the rest changes nothing.
+    retry = kinesis_batch([next_day, record("904", user="u3")])
+    assert process_kinesis_batch(retry, consumer, dead_letters) == {"batchItemFailures": []}
+    assert archived_event_ids(aws["s3"]) == ["e-next-day", "e901", "e902", "e904"] and consumer.buffer_size() == 4
+
+
+def test_a_bisected_retry_archives_its_halves_again_and_training_reads_each_event_once(consumer, dead_letters, aws):
+    batch = [record(str(n), item=f"i{n}") for n in range(1001, 1011)]
+    assert process_kinesis_batch(kinesis_batch(batch), consumer, dead_letters) == {"batchItemFailures": []}
+    for half in (batch[:5], batch[5:]):  # the mapping bisected the batch after a function error
+        assert process_kinesis_batch(kinesis_batch(half), consumer, dead_letters) == {"batchItemFailures": []}
+    assert len(archived(aws)) == 3
+    assert archived_event_ids(aws["s3"]) == sorted(f"e{n}" for n in range(1001, 1011))
+    assert consumer.buffer_size() == 10

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from recloop.core.events import Interaction
 from recloop.ingest.consumer import DeadLetters, PoisonRecordError, StreamConsumer, StreamRecord
 
 
@@ -37,15 +38,17 @@ def stream_record(raw: Mapping[str, Any]) -> StreamRecord:
 def process_records(
     records: Sequence[StreamRecord], consumer: StreamConsumer, dead_letters: DeadLetters
 ) -> BatchOutcome:
-    """Archive, apply and buffer each record once; see the module's docstring for poison and failed records."""
+    """Archive, apply and buffer each record once; see the module's docstring for poison and failed records.
+    The events new here (not a redelivery's or a retry's) are counted and offered to the drift window once."""
     archive_failures = consumer.archive_many(records)
     outcome = BatchOutcome()
-    new_events = 0
+    new_events: list[Interaction] = []
     for record in records:
         try:
             if record.sequence_number in archive_failures:
                 raise archive_failures[record.sequence_number]
-            new_events += consumer.process(record, archive=False)
+            if consumer.process(record, archive=False):
+                new_events.append(record.interaction)
         except PoisonRecordError as exc:
             try:
                 dead_letters.send(record, str(exc))
@@ -57,7 +60,8 @@ def process_records(
             outcome.failed[record.sequence_number] = exc
         else:
             outcome.processed.append(record)
-    consumer.count_new_interactions(new_events)  # one call per batch
+    consumer.count_new_interactions(len(new_events))  # one call per batch
+    consumer.observe_new_events(new_events)  # one call per batch
     return outcome
 
 

@@ -2,7 +2,8 @@
 
 Every step is keyed by the event id, so a redelivered Kinesis batch, or a client's retry that the event path put
 on the stream a second time, changes nothing the second time:
-- the archive key is derived from the event id, written only if absent;
+- the batch's archive object (recloop.learning.archive) is named by its records' shard and sequence numbers and
+  written only if absent; an event that a retry archives again is read back once (readers keep one copy per id);
 - features are applied through the event-id claim (the event path may already have applied them; while it is
   applying them, the consumer waits for its claim to be done or to expire, then applies them itself);
 - the online-learning buffer claims the event id in the script that appends the event.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 
 from aws_lambda_powertools import Logger
@@ -27,15 +27,14 @@ from recloop.adapters.queues import Queue
 from recloop.adapters.redis import REDIS_ERRORS
 from recloop.core.errors import UnavailableError
 from recloop.core.events import Interaction
+from recloop.drift.features import event_row
+from recloop.drift.window import DriftWindow
 from recloop.features.store import ApplyOutcome, FeatureStore
+from recloop.learning.archive import BatchRecord, archive_batch
 from recloop.learning.online.buffer import OnlineBuffer
 from recloop.retraining.status import RetrainStatusStore
 
 logger = Logger(child=True)
-
-ARCHIVE_PREFIX = "events/"
-# Concurrent archive writes per batch: botocore's default connection pool holds 10.
-ARCHIVE_CONCURRENCY = 10
 
 
 class FeaturesInFlightError(UnavailableError):
@@ -61,11 +60,6 @@ class StreamRecord:
             raise PoisonRecordError(f"not an interaction ({reasons})") from exc
 
 
-def archive_key(event: Interaction) -> str:
-    day = datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%d")
-    return f"{ARCHIVE_PREFIX}dt={day}/{event.event_id}.jsonl"
-
-
 class StreamConsumer:
     def __init__(
         self,
@@ -73,18 +67,21 @@ class StreamConsumer:
         objects: ObjectStore,
         buffer: OnlineBuffer,
         retrain_status: RetrainStatusStore | None = None,
+        drift_window: DriftWindow | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
         self.buffer = buffer
         self.retrain_status = retrain_status
+        self.drift_window = drift_window
 
     def process(self, record: StreamRecord, *, archive: bool = True) -> bool:
         """Archive (unless `archive_many` did), apply and buffer one record; whether its event is new here (False
         for a redelivery or a retry). PoisonRecordError for one to set aside."""
         event = record.interaction
         if archive:
-            self._archive(record, event)
+            for failure in self.archive_many([record]).values():
+                raise failure
         if self.store.apply_waiting(event) is ApplyOutcome.IN_FLIGHT:
             raise FeaturesInFlightError(f"event {event.event_id} is still being applied elsewhere; retry the record")
         return self.buffer.append_once(event) > 0
@@ -99,36 +96,31 @@ class StreamConsumer:
         except REDIS_ERRORS as exc:
             logger.warning("new interactions not counted", extra={"count": count, "error": repr(exc)})
 
-    def archive_many(self, records: Sequence[StreamRecord]) -> dict[str, Exception]:
-        """Archive a batch's records concurrently (one S3 round trip each would dominate the batch's time);
-        returns the failures by sequence number. Records that are not interactions are left to `process`."""
-        from concurrent.futures import ThreadPoolExecutor
+    def observe_new_events(self, events: Sequence[Interaction]) -> None:
+        """Offer a batch's new events to the drift window: each one's type and its item's categories (read for the
+        batch in one call). Never fails the batch, like the count: a retry would not offer them again."""
+        if self.drift_window is None or not events:
+            return
+        try:
+            categories = self.store.categories_of(list(dict.fromkeys(event.item_id for event in events)))
+            rows = [event_row(event.event_type.value, categories.get(event.item_id, ())) for event in events]
+            self.drift_window.observe_events(rows)
+        except REDIS_ERRORS as exc:
+            logger.warning(
+                "new events not offered to the drift window", extra={"count": len(events), "error": repr(exc)}
+            )
 
-        parsed = []
+    def archive_many(self, records: Sequence[StreamRecord]) -> dict[str, Exception]:
+        """Archive a batch's records, one object per day of their events (recloop.learning.archive); returns the
+        failures by sequence number: every record of an object not written, so no record counts as processed
+        before it is archived. Records that are not interactions are left to `process`."""
+        archived = []
         for record in records:
             try:
-                parsed.append((record, record.interaction))
+                archived.append(BatchRecord(record.shard_id, record.sequence_number, record.interaction))
             except PoisonRecordError:
                 continue
-        failures: dict[str, Exception] = {}
-
-        def archive(pair: tuple[StreamRecord, Interaction]) -> None:
-            try:
-                self._archive(*pair)
-            except Exception as exc:  # reported per record: the record fails for retry
-                failures[pair[0].sequence_number] = exc
-
-        if len(parsed) == 1:
-            archive(parsed[0])
-        elif parsed:
-            with ThreadPoolExecutor(max_workers=min(ARCHIVE_CONCURRENCY, len(parsed))) as pool:
-                list(pool.map(archive, parsed))
-        return failures
-
-    def _archive(self, record: StreamRecord, event: Interaction) -> None:
-        key = archive_key(event)
-        # Already archived (a redelivery) is success; anything else fails the record for retry.
-        self.objects.put_if_absent(key, event.to_record() + b"\n", "application/x-ndjson")
+        return archive_batch(self.objects, archived)
 
     def buffer_size(self) -> int:
         return self.buffer.size()

@@ -1,10 +1,11 @@
-"""Interaction logs for training and replays: one loader for every source.
+"""Interaction logs from files for training and replays: one loader for every file format.
 
 - CSV with header ``user_id,item_id,event_type,timestamp`` (unix seconds; an ``event_id`` column is kept if present);
 - JSON lines, one event per line with the same fields;
 - MovieTweetings: a folder holding ``ratings.dat`` (``user::movie::rating::timestamp``; its SHA256SUMS are checked
-  when present) or the ``ratings.dat`` file itself, ratings mapped to event types by MOVIETWEETINGS_EVENTS;
-- the stream consumer's S3 archive (``events/dt=YYYY-MM-DD/...``, JSON lines of accepted interactions).
+  when present) or the ``ratings.dat`` file itself, ratings mapped to event types by MOVIETWEETINGS_EVENTS.
+
+The stream consumer's S3 archive is read by ``recloop.learning.archive.prepare_dataset``.
 
 Events come back sorted by time (stable: ties keep file order). Historical data of any date loads: bounds on
 timestamps belong to the live API, not to offline data.
@@ -13,6 +14,7 @@ timestamps belong to the live API, not to offline data.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -20,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recloop.adapters.objects import ObjectStore
 from recloop.core.events import EventType, Interaction
 
 # MovieTweetings rating (0-10) -> event type.
@@ -71,18 +72,6 @@ def load_dataset(path: Path, limit: int | None = None) -> Dataset:
 
 def load_events(path: Path, limit: int | None = None) -> list[Interaction]:
     return load_dataset(path, limit).events
-
-
-def load_archive(objects: ObjectStore, prefix: str) -> list[Interaction]:
-    """The event archive under `prefix`; a redelivered record archived twice counts once."""
-    events: list[Interaction] = []
-    for key in objects.keys(prefix):
-        stored = objects.get(key)
-        if stored is not None:
-            body = stored[0].decode()
-            events.extend(Interaction.model_validate_json(line) for line in body.splitlines() if line.strip())
-    unique = {event.event_id: event for event in events}
-    return sort_by_time(list(unique.values()))
 
 
 def verify_sha256sums(folder: Path) -> list[str]:
@@ -139,3 +128,12 @@ def _interactions(rows: Iterable[Row], limit: int | None) -> list[Interaction]:
         )
         for n, (user, item, kind, ts, event_id) in enumerate(ordered)
     ]
+
+
+def encode_dataset(events: Sequence[Interaction]) -> bytes:
+    """A retrain's dataset (`datasets/<execution>.jsonl.gz`, read by either training branch): gzipped JSON lines."""
+    return gzip.compress(b"\n".join(event.to_record() for event in events) + b"\n", compresslevel=6)
+
+
+def decode_dataset(data: bytes) -> list[Interaction]:
+    return [Interaction.model_validate_json(line) for line in gzip.decompress(data).splitlines() if line.strip()]
