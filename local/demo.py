@@ -14,7 +14,7 @@ from typing import Any
 
 from recloop.core.events import Interaction
 from recloop.core.settings import Settings
-from recloop.learning.training import train_candidate
+from recloop.learning.training import CategoriesOf, train_candidate
 from recloop.models.bundle import ModelKind, OnlinePosition
 from recloop.registry.model_registry import ModelRegistry
 
@@ -124,16 +124,20 @@ def train_demo_models(
     registry: ModelRegistry,
     settings: Settings,
     online_position: OnlinePosition | None = None,
+    categories_of: CategoriesOf | None = None,
 ) -> list[DemoVersion]:
     """An mf and an lgbm version trained on the demo traffic and registered.
 
     `online_position`: where `events` end in the online-learning buffer; online updates of these versions start
-    after it instead of learning the same events again.
+    after it instead of learning the same events again. `categories_of`: the catalogue's categories (the feature
+    store's), for the versions' drift references.
     """
     trained = []
     for kind in (ModelKind.MF, ModelKind.LGBM):
         started = time.perf_counter()
-        result = train_candidate(kind, events, settings, DEMO_VERSION_IDS[kind], holdout_fraction=0.1)
+        result = train_candidate(
+            kind, events, settings, DEMO_VERSION_IDS[kind], holdout_fraction=0.1, categories_of=categories_of
+        )
         result.bundle.metadata.online_position = online_position
         registry.register(result.bundle)
         trained.append(

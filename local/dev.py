@@ -62,6 +62,7 @@ def train_into_stack(stack: RunningStack, demo: DemoData) -> DemoModels:
 
     from recloop.adapters.objects import ObjectStore
     from recloop.core.settings import Settings
+    from recloop.features.store import FeatureStore
     from recloop.learning.online.buffer import OnlineBuffer
     from recloop.registry.model_registry import ModelRegistry
 
@@ -69,7 +70,8 @@ def train_into_stack(stack: RunningStack, demo: DemoData) -> DemoModels:
     objects = ObjectStore(boto_client(stack.profile, "s3"), stack.outputs["BucketName"])
     registry = ModelRegistry(objects, redis_client)
     learned_through = OnlineBuffer(redis_client, Settings()).position(len(demo.history))
-    versions = train_demo_models(interactions(demo.history), registry, Settings(), learned_through)
+    categories_of = FeatureStore(redis_client, Settings()).categories_of  # the catalogue was loaded first
+    versions = train_demo_models(interactions(demo.history), registry, Settings(), learned_through, categories_of)
     return promote_demo_champion(registry, versions)
 
 

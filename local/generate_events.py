@@ -169,6 +169,7 @@ ROUTES: tuple[Route, ...] = (
     Route("mlops/retrain_manually_while_one_runs.json", "POST", RETRAIN, {"force": True}),
     Route("mlops/retrain_if_a_trigger_fires.json", "POST", RETRAIN, {"force": False}),
     Route("mlops/retrain_with_an_invalid_force.json", "POST", RETRAIN, {"force": "yes"}),
+    Route("mlops/drift_reports.json", "GET", "/api/v1/mlops/drift"),
 )
 
 

@@ -29,9 +29,12 @@ from recloop.container import get_container, reset_container
 from recloop.core.settings import AllocationStrategy
 from recloop.experiments.model import Experiment, Variant
 from recloop.experiments.store import ExperimentStore
+from recloop.ingest.batch import process_records
+from recloop.learning.training import train_candidate
+from recloop.models.bundle import ModelKind
 from recloop.registry.model_registry import ModelRegistry
 from tests.support.environment import EVENTS_DIR, REGION, ROOT, TEST_BUCKET
-from tests.support.learning import champion, stream_with_new_item, tastes
+from tests.support.learning import SMALL_MF, T0, champion, event, stream_with_new_item, tastes
 from tests.support.retraining import pass_through_state_machine
 from tests.support.stream import kinesis_batch, published_twice, records
 from tests.support.tokens import create_signing_secret
@@ -244,6 +247,29 @@ def an_archive_of_120_events(d: Deployment) -> None:
     assert get_container().stream_consumer.archive_many(records(history)) == {}
 
 
+def a_drift_check(d: Deployment) -> None:
+    """The champion, mf-drift-0, trained on 240 likes of Drama and Comedy items; then 120 purchases of Comedy items
+    through the stream consumer, and one drift check: the event-type and category mixes moved."""
+    genres = {"a": "Drama", "b": "Comedy"}
+    items = [{"item_id": f"{group}{n}", "categories": [genre]} for group, genre in genres.items() for n in range(6)]
+    assert d.api.request("event", "POST", "/api/v1/items", {"items": items})[0] == 200
+    services = get_container()
+    history = tastes(40, T0, {group: [f"{group}{n}" for n in range(6)] for group in genres})
+    trained = train_candidate(
+        ModelKind.MF,
+        history,
+        services.settings,
+        "mf-drift-0",
+        mf_params=SMALL_MF,
+        categories_of=services.store.categories_of,
+    )
+    d.registry.register(trained.bundle)
+    d.registry.promote("mf-drift-0", reason="drift sample")
+    later = [event(f"user{u}", f"b{u % 6}", T0 + 10_000 + u, "purchase") for u in range(120)]
+    assert process_records(records(later), services.stream_consumer, services.dead_letters).failed == {}
+    services.drift.check()
+
+
 # What each scenario needs in place before its sample is invoked (none: a fresh Redis, bucket, stream and queue).
 SETUP: dict[str, Callable[[Deployment], None]] = {
     "event/retry_an_event_with_the_same_event_id": the_same_request_once,
@@ -266,6 +292,7 @@ SETUP: dict[str, Callable[[Deployment], None]] = {
     "mlops/retrain_manually_while_one_runs": a_retrain_running,
     "workflow/fail_a_retrain_that_found_no_events": a_retrain_running,
     "train/prepare_the_dataset_of_a_retrain": an_archive_of_120_events,
+    "mlops/drift_reports": a_drift_check,
 }
 
 

@@ -96,6 +96,12 @@ def test_a_forced_retrain_starts_the_state_machine_and_a_second_gets_409(
     assert body["execution_name"] == name
     assert len(sfn.list_executions(stateMachineArn=arn)["executions"]) == 1
 
+    code, status = api.status()
+    assert code == 200
+    shown = status["execution"]
+    assert shown["execution_arn"] == execution["executionArn"] and shown["status"] in ("RUNNING", "SUCCEEDED")
+    assert shown["console_url"].endswith("#/v2/executions/details/" + execution["executionArn"])
+
 
 def test_an_evaluated_request_says_why_it_did_not_start_one(api: RetrainApi) -> None:
     code, body = api.request({"force": False})

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from recloop.registry.model_registry import ModelRegistry
     from recloop.retraining.service import RetrainService
     from recloop.retraining.status import RetrainStatusStore
+    from recloop.retraining.training_jobs import SageMakerTraining
     from recloop.retraining.workflow import RetrainWorkflow
     from recloop.serving.champion import ChampionProvider
 
@@ -74,7 +75,11 @@ class Container:
 
     @cached_property
     def recommender(self) -> Recommender:
-        return Recommender(self.store, self.settings, self.champion)
+        return Recommender(self.store, self.settings, self.champion, observe_scored=self.observe_scored)
+
+    def observe_scored(self, pipe: Any, model_version: str, rows: Any, scores: Any) -> None:
+        """A request's ranker-scored candidates into the drift window, on the recommendation log's pipeline."""
+        self.drift_window.observe_scored(model_version, rows, scores, pipeline=pipe)
 
     @cached_property
     def experiment_store(self) -> ExperimentStore:
@@ -119,7 +124,8 @@ class Container:
         from recloop.ingest.consumer import StreamConsumer
         from recloop.learning.online.buffer import OnlineBuffer
 
-        return StreamConsumer(self.store, self.objects, OnlineBuffer(self.redis, self.settings), self.retrain_status)
+        buffer = OnlineBuffer(self.redis, self.settings)
+        return StreamConsumer(self.store, self.objects, buffer, self.retrain_status, self.drift_window)
 
     @cached_property
     def dead_letters(self) -> DeadLetters:
@@ -194,7 +200,20 @@ class Container:
     def retrain_workflow(self) -> RetrainWorkflow:
         from recloop.retraining.workflow import RetrainWorkflow
 
-        return RetrainWorkflow(self.retraining, self.objects, self.registry, self.experiments, self.settings)
+        return RetrainWorkflow(
+            self.retraining,
+            self.objects,
+            self.registry,
+            self.experiments,
+            self.settings,
+            categories_of=self.store.categories_of,
+        )
+
+    @cached_property
+    def sagemaker_training(self) -> SageMakerTraining:
+        from recloop.retraining.training_jobs import SageMakerTraining
+
+        return SageMakerTraining(self.objects, self.registry, self.settings)
 
     @cached_property
     def signing_keys(self) -> SigningKeys:

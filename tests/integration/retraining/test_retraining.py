@@ -52,6 +52,9 @@ class RecordingLauncher:
         self.launched.append((execution_name, dict(execution_input)))
         return f"arn:aws:states:us-east-1:123456789012:execution:recloop-retrain:{execution_name}"
 
+    def progress(self, execution_arn: str) -> None:
+        return None
+
 
 class Clock:
     def __init__(self) -> None:

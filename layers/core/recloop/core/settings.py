@@ -68,6 +68,20 @@ class Settings(BaseModel):
     # the champion. With no champion yet it is always promoted.
     retrain_deployment: Literal["canary", "promote"] = Field("canary", alias="RETRAIN_DEPLOYMENT")
     canary_traffic_percentage: float = Field(10.0, alias="CANARY_TRAFFIC_PERCENTAGE", gt=0, le=100)
+    # Retraining on SageMaker (recloop.learning.sagemaker): the role the training job runs as (empty: not
+    # configured), its image (empty: the region's prebuilt scikit-learn image), machine and time limit (keep it
+    # below RETRAIN_LOCK_SECONDS), and the prefix of its job names (unique per stack in one account and region).
+    sagemaker_role_arn: str = Field("", alias="SAGEMAKER_ROLE_ARN")
+    # Datasets larger than this (gzipped JSON lines; about 23 MB per million events) train on SageMaker, where a
+    # role is configured: the Lambda branch holds the whole dataset in 3 GB for at most 15 minutes.
+    sagemaker_min_dataset_bytes: int = Field(32 * 2**20, alias="SAGEMAKER_MIN_DATASET_BYTES", ge=0)
+    sagemaker_training_image: str = Field("", alias="SAGEMAKER_TRAINING_IMAGE")
+    sagemaker_instance_type: str = Field("ml.m5.2xlarge", alias="SAGEMAKER_INSTANCE_TYPE", pattern=r"^ml\.[a-z0-9.]+$")
+    sagemaker_volume_size_gb: int = Field(30, alias="SAGEMAKER_VOLUME_SIZE_GB", ge=1, le=16_384)
+    sagemaker_max_runtime_seconds: int = Field(4 * 3600, alias="SAGEMAKER_MAX_RUNTIME_SECONDS", ge=60, le=28 * 86_400)
+    sagemaker_job_name_prefix: str = Field(
+        "recloop", alias="SAGEMAKER_JOB_NAME_PREFIX", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", max_length=40
+    )
     default_allocation_strategy: AllocationStrategy = Field(
         AllocationStrategy.THOMPSON_SAMPLING, alias="DEFAULT_ALLOCATION_STRATEGY"
     )

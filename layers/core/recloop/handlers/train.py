@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from recloop.adapters.objects import ObjectStore
 from recloop.container import get_container
-from recloop.learning.datasets import load_archive
+from recloop.learning.archive import ARCHIVE_PREFIX, compact_closed_days, prepare_dataset
 from recloop.learning.training import train_candidate
 from recloop.models.bundle import ModelKind
 
 logger = Logger(service="recloop-train")
 
 MIN_TRAINING_EVENTS = 100
+# Compaction before a retrain's dataset is read begins no further day after this long (what is left waits for the
+# next retrain: the archive reads the same, compacted or not).
+COMPACTION_BUDGET_SECONDS = 120
+SINCE = Field(None, description="the first day (UTC) of the archive to train on; every day without it")
 
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: ModelKind = ModelKind.LGBM
-    events_prefix: str = "events/"
+    events_prefix: str = ARCHIVE_PREFIX
+    since: date | None = SINCE
     holdout_fraction: float = Field(0.1, gt=0, le=0.5)
     promote_if_better: bool = True
     min_improvement: float = Field(0.0, ge=0, description="HR@10 the candidate must gain over the champion")
@@ -32,7 +39,8 @@ class PrepareDatasetTask(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     execution_name: str
-    events_prefix: str = "events/"
+    events_prefix: str = ARCHIVE_PREFIX
+    since: date | None = SINCE
 
 
 class TrainTask(BaseModel):
@@ -47,8 +55,21 @@ class TrainTask(BaseModel):
 def prepare_dataset_task(event: dict[str, Any]) -> dict[str, Any]:
     request = PrepareDatasetTask.model_validate(event)
     services = get_container()
-    events = load_archive(services.objects, request.events_prefix)
+    compact_archive(services.objects, request.events_prefix)
+    events = prepare_dataset(services.objects, request.since, prefix=request.events_prefix)
     return services.retrain_workflow.prepare_dataset(request.execution_name, events).model_dump(mode="json")
+
+
+def compact_archive(objects: ObjectStore, prefix: str) -> None:
+    """Compact the archive's closed days, so this and later reads take a few GETs per day. An optimisation only:
+    a failure is logged and the dataset is read all the same (the archive reads the same whatever a run left)."""
+    try:
+        compacted = compact_closed_days(objects, prefix=prefix, budget_seconds=COMPACTION_BUDGET_SECONDS)
+    except Exception:
+        logger.exception("archive compaction failed; the dataset is read from the batch objects")
+        return
+    if compacted:
+        logger.info("archive compacted", extra={"days": [day.day for day in compacted]})
 
 
 def train_task(event: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +105,11 @@ def train_directly(event: dict[str, Any]) -> dict[str, Any]:
     request = TrainRequest.model_validate(event or {})
     services = get_container()
     registry = services.registry
-    events = load_archive(services.objects, request.events_prefix)
+    events = prepare_dataset(services.objects, request.since, prefix=request.events_prefix)
     if len(events) < MIN_TRAINING_EVENTS:
+        since = f" since {request.since}" if request.since else ""
         raise ValueError(
-            f"only {len(events)} archived events under {request.events_prefix}; need {MIN_TRAINING_EVENTS}"
+            f"only {len(events)} archived events under {request.events_prefix}{since}; need {MIN_TRAINING_EVENTS}"
         )
     pointer = registry.champion(use_cache=False)
     champion = registry.load(pointer.version) if pointer else None
@@ -99,6 +121,7 @@ def train_directly(event: dict[str, Any]) -> dict[str, Any]:
         holdout_fraction=request.holdout_fraction,
         champion=champion,
         parent_version=pointer.version if pointer else None,
+        categories_of=services.store.categories_of,
     )
     version = result.bundle.metadata.version
     registry.register(result.bundle)

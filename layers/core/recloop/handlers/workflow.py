@@ -1,8 +1,9 @@
 """The state machines' Lambda tasks (statemachines/*.asl.json): one function, the task named in its input.
 
 The drift check: `check_drift` -> `decide_retrain` -> `start_retrain`. The retrain: `begin_retrain` -> (TrainFunction:
-`prepare_dataset`, `train`) -> `gate` -> `register` -> `promote_or_canary` -> `finish_retrain`, and `fail_retrain`
-from every Catch. Each task is idempotent: Step Functions retries one that failed transiently.
+`prepare_dataset`, `train`; or, for a large dataset, `build_training_job` -> SageMaker -> `collect_training_job`)
+-> `gate` -> `register` -> `promote_or_canary` -> `finish_retrain`, and `fail_retrain` from every Catch. Each task is
+idempotent: Step Functions retries one that failed transiently.
 
 Errors reach Step Functions by their class name. A dependency that did not answer (Redis, S3, a throttled API)
 becomes `TransientStepError`, which every Task retries with backoff; any other error is the run's failure, caught by
@@ -17,14 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from recloop.adapters.aws import aws_errors
 from recloop.adapters.redis import REDIS_ERRORS
 from recloop.container import get_container
 from recloop.core.errors import UnavailableError
+from recloop.models.bundle import ModelKind
 from recloop.retraining.model import RetrainTrigger
-from recloop.retraining.workflow import Candidate, gate
+from recloop.retraining.training_jobs import TrainingJob, TrainingJobResult
+from recloop.retraining.workflow import Candidate, Dataset, gate
 
 logger = Logger(service="recloop-workflow")
 
@@ -57,6 +60,17 @@ class BeginInput(RunInput):
 
 class CandidateInput(RunInput):
     candidate: Candidate
+
+
+class BuildTrainingJobInput(RunInput):
+    dataset: Dataset
+    kind: ModelKind = ModelKind.LGBM
+    holdout_fraction: float = Field(0.1, gt=0, le=0.5)
+
+
+class CollectTrainingJobInput(RunInput):
+    training_job: TrainingJob
+    job: TrainingJobResult  # createTrainingJob.sync's result
 
 
 class FailureInput(RunInput):
@@ -107,6 +121,20 @@ def begin_retrain(event: dict[str, Any]) -> dict[str, Any]:
     return run.model_dump(mode="json")
 
 
+def build_training_job(event: dict[str, Any]) -> dict[str, Any]:
+    request = BuildTrainingJobInput.model_validate(event)
+    job = get_container().sagemaker_training.build(
+        request.execution_name, request.dataset, request.kind, request.holdout_fraction
+    )
+    return job.model_dump(mode="json")
+
+
+def collect_training_job(event: dict[str, Any]) -> dict[str, Any]:
+    request = CollectTrainingJobInput.model_validate(event)
+    candidate = get_container().sagemaker_training.collect(request.execution_name, request.training_job, request.job)
+    return candidate.model_dump(mode="json")
+
+
 def gate_candidate(event: dict[str, Any]) -> dict[str, Any]:
     request = CandidateInput.model_validate(event)
     return gate(request.candidate, get_container().settings.retrain_min_improvement).model_dump(mode="json")
@@ -142,6 +170,8 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "decide_retrain": decide_retrain,
     "start_retrain": start_retrain,
     "begin_retrain": begin_retrain,
+    "build_training_job": build_training_job,
+    "collect_training_job": collect_training_job,
     "gate": gate_candidate,
     "register": register_candidate,
     "promote_or_canary": promote_or_canary,

@@ -5,11 +5,15 @@ Plain functions, called by TrainFunction and by the CLI `python -m recloop.tools
 Point in time: the ranker's training rows come from replaying the training window through the same feature
 store code that serves (in process memory): each row holds the features as they were just before its event.
 The MF model that feeds the ranker's `mf_score` is trained only on events before the ranker's label window.
+
+Every trained version carries its drift reference (recloop.drift.reference): what it was trained on, as the drift
+check compares live traffic with it. A ranker's is its training queries (one row each) with its own scores, plus
+the training events' type and category mix; any other kind's is the event mix alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +21,15 @@ import numpy as np
 
 from recloop.core.events import POSITIVE_EVENTS, Interaction, K
 from recloop.core.settings import Settings
+from recloop.drift.features import ITEM_CATEGORY, MONITORED_FEATURES, FeatureSet, Source
+from recloop.drift.reference import (
+    MAX_REFERENCE_ROWS,
+    ReferenceSample,
+    build_reference,
+    event_rows,
+    one_row_per_query,
+    with_reference,
+)
 from recloop.learning.datasets import sort_by_time, time_split
 from recloop.learning.evaluation import evaluate_offline, offline_store
 from recloop.models.bundle import DataWindow, ModelBundle, ModelKind, ModelMetadata
@@ -25,6 +38,9 @@ from recloop.models.mf import MatrixFactorisation, MFHyperparameters, train_mf
 from recloop.serving.champion import TrainedModel
 from recloop.serving.recommender import Recommender
 from recloop.serving.scorers import CooccurrenceScorer
+
+# Items' categories, many items in one read: the feature store's `categories_of`.
+CategoriesOf = Callable[[Sequence[str]], Mapping[str, Iterable[str]]]
 
 
 @dataclass(frozen=True)
@@ -88,10 +104,28 @@ def ranker_rows(
     return np.vstack(blocks), np.concatenate(labels), groups
 
 
+@dataclass(frozen=True)
+class RankerFit:
+    """A trained ranker and the labelled queries it learned from (rows in FEATURE_NAMES order, query sizes)."""
+
+    model: Any  # RankerModel
+    info: dict[str, Any]
+    rows: np.ndarray
+    groups: list[int]
+
+
 def train_ranker(
     events: Sequence[Interaction], settings: Settings, mf_params: MFHyperparameters, params: RankerHyperparameters
 ) -> tuple[Any, dict[str, Any]]:
     """A RankerModel: LightGBM LambdaRank over point-in-time features, MF retrained on all events for serving."""
+    fit = fit_ranker(events, settings, mf_params, params)
+    return fit.model, fit.info
+
+
+def fit_ranker(
+    events: Sequence[Interaction], settings: Settings, mf_params: MFHyperparameters, params: RankerHyperparameters
+) -> RankerFit:
+    """`train_ranker`, with the training queries handed out (the version's drift reference is made of them)."""
     import lightgbm
 
     from recloop.models.ranker import FEATURE_NAMES, RankerModel
@@ -119,7 +153,7 @@ def train_ranker(
         num_boost_round=params.rounds,
     )
     info = {"ranker_queries": len(groups), "ranker_rows": int(rows.shape[0])}
-    return RankerModel(train_mf(events, mf_params), booster), info
+    return RankerFit(RankerModel(train_mf(events, mf_params), booster), info, rows, groups)
 
 
 @dataclass
@@ -157,18 +191,25 @@ def train_candidate(
     parent_version: str | None = None,
     mf_params: MFHyperparameters | None = None,
     ranker_params: RankerHyperparameters | None = None,
+    categories_of: CategoriesOf | None = None,
 ) -> TrainingResult:
-    """Train on the earlier events, evaluate candidate and champion on the same later holdout, then refit on all."""
+    """Train on the earlier events, evaluate candidate and champion on the same later holdout, then refit on all.
+
+    The bundle carries the version's drift reference; `categories_of` gives its category mix (see
+    `drift_reference`)."""
     mf_params = mf_params or MFHyperparameters()
     ranker_params = ranker_params or RankerHyperparameters()
     events = sort_by_time(events)
     train, holdout = time_split(events, holdout_fraction)
-    candidate_model, info = _fit(kind, train, settings, mf_params, ranker_params)
+    candidate_model, info, ranker = _fit(kind, train, settings, mf_params, ranker_params)
     candidate_metrics = _evaluate(kind, candidate_model, train, holdout, settings)
     champion_metrics = None
     if champion is not None:
         champion_metrics = _evaluate(champion.metadata.kind, load_model(champion), train, holdout, settings)
-    final_model, info = _fit(kind, events, settings, mf_params, ranker_params) if holdout else (candidate_model, info)
+    if holdout:
+        final_model, info, ranker = _fit(kind, events, settings, mf_params, ranker_params)
+    else:
+        final_model = candidate_model
     metadata = ModelMetadata(
         version=version,
         kind=kind,
@@ -182,7 +223,51 @@ def train_candidate(
         # Metadata metrics are numbers: what the holdout could not measure is left out.
         metrics={f"holdout_{k}": float(v) for k, v in candidate_metrics.items() if v is not None},
     )
-    return TrainingResult(_bundle(kind, final_model, metadata), candidate_metrics, champion_metrics)
+    reference = drift_reference(version, events, categories_of, ranker)
+    return TrainingResult(
+        with_reference(_bundle(kind, final_model, metadata), reference), candidate_metrics, champion_metrics
+    )
+
+
+def drift_reference(
+    version: str,
+    events: Sequence[Interaction],
+    categories_of: CategoriesOf | None,
+    ranker: RankerFit | None = None,
+    *,
+    max_rows: int = MAX_REFERENCE_ROWS,
+    seed: int = 0,
+) -> ReferenceSample:
+    """The drift reference of a version trained on `events`: a ranker's training queries (one row each, scored by
+    it) and the events' type and category mix; the event mix alone for other kinds.
+
+    Only what the reference keeps is scored and looked up: at most `max_rows` queries and events, drawn uniformly
+    (then one row per query, as the live window keeps one per request). Without `categories_of` the category mix
+    is left out, and the check reports it untested rather than compare live categories with none.
+    """
+    rng = np.random.default_rng(seed)
+    served = np.zeros((0, len(MONITORED_FEATURES.columns(Source.SERVED))), dtype=np.float32)
+    if ranker is not None:
+        groups = np.asarray(ranker.groups, dtype=np.int64)
+        queries = _uniform_subset(len(groups), max_rows, rng)
+        starts = np.concatenate([[0], np.cumsum(groups)[:-1]])
+        rows = ranker.rows[np.concatenate([np.arange(starts[q], starts[q] + groups[q]) for q in queries])]
+        served = one_row_per_query(rows, ranker.model.predict(rows), groups[queries].tolist(), seed)
+    kept = [events[n] for n in _uniform_subset(len(events), max_rows, rng)]
+    if categories_of is not None:
+        return build_reference(version, served, event_rows(kept, categories_of), max_rows=max_rows, seed=seed)
+    without_categories = FeatureSet(tuple(f for f in MONITORED_FEATURES if f.name != ITEM_CATEGORY))
+    layout = MONITORED_FEATURES.columns(Source.EVENTS)
+    kept_columns = [n for n, name in enumerate(layout) if name != ITEM_CATEGORY]
+    rows_without = [tuple(row[n] for n in kept_columns) for row in event_rows(kept, lambda _: {})]
+    return build_reference(version, served, rows_without, features=without_categories, max_rows=max_rows, seed=seed)
+
+
+def _uniform_subset(size: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most `limit` of `size` elements, drawn uniformly, in order."""
+    if size <= limit:
+        return np.arange(size)
+    return np.sort(rng.choice(size, limit, replace=False))
 
 
 def _fit(
@@ -191,12 +276,13 @@ def _fit(
     settings: Settings,
     mf_params: MFHyperparameters,
     ranker_params: RankerHyperparameters,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any], RankerFit | None]:
     if kind is ModelKind.MF:
-        return train_mf(events, mf_params), {}
+        return train_mf(events, mf_params), {}, None
     if kind is ModelKind.LGBM:
-        return train_ranker(events, settings, mf_params, ranker_params)
-    return None, {}  # popularity: nothing to learn, the live features are the model
+        fit = fit_ranker(events, settings, mf_params, ranker_params)
+        return fit.model, fit.info, fit
+    return None, {}, None  # popularity: nothing to learn, the live features are the model
 
 
 def _evaluate(

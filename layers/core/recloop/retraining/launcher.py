@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from recloop.adapters.aws import aws_errors
-from recloop.adapters.workflows import StepFunctions
+from recloop.adapters.workflows import ExecutionProgress, StepFunctions
 from recloop.core.errors import UnavailableError
 
 logger = Logger(child=True)
@@ -34,6 +34,10 @@ class RetrainLauncher(Protocol):
         """Start the retrain named `execution_name`; its execution ARN. ConflictError if the name was used."""
         ...
 
+    def progress(self, execution_arn: str) -> ExecutionProgress | None:
+        """Where an execution stands (None: not known here)."""
+        ...
+
 
 class StateMachineLauncher:
     def __init__(self, workflows: StepFunctions, state_machine_arn: str) -> None:
@@ -50,6 +54,13 @@ class StateMachineLauncher:
             logger.exception("retrain execution not started", extra={"execution_name": execution_name})
             raise RetrainLaunchFailedError("the retrain state machine did not start") from exc
 
+    def progress(self, execution_arn: str) -> ExecutionProgress | None:
+        try:
+            return self.workflows.progress(execution_arn)
+        except aws_errors() as exc:  # the status still answers, without the execution's step
+            logger.warning("execution progress unreadable", extra={"execution_arn": execution_arn, "error": repr(exc)})
+            return None
+
 
 class NotConfiguredLauncher:
     """Where no retrain state machine is configured: every start is refused as unavailable."""
@@ -59,3 +70,6 @@ class NotConfiguredLauncher:
 
     def launch(self, execution_name: str, execution_input: Mapping[str, Any]) -> str:
         raise RetrainingNotConfiguredError()
+
+    def progress(self, execution_arn: str) -> ExecutionProgress | None:
+        return None

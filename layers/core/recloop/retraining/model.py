@@ -54,6 +54,15 @@ class RetrainMetrics(BaseModel):
     failed_retrains: int = 0
 
 
+class ExecutionView(BaseModel):
+    """The last run's execution as Step Functions reports it now."""
+
+    execution_arn: str
+    status: str = Field(description="RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED")
+    current_step: str | None = Field(description="the state it entered last: the one running, or where it ended")
+    console_url: str = Field(description="the execution's page in the AWS Step Functions console")
+
+
 class RetrainStatus(BaseModel):
     retraining_in_progress: bool
     running_execution: str | None = Field(description="the execution that holds the retrain lock")
@@ -65,3 +74,4 @@ class RetrainStatus(BaseModel):
     )
     metrics: RetrainMetrics
     last_run: RetrainRun | None
+    execution: ExecutionView | None = Field(None, description="the last run's execution, where Step Functions runs it")

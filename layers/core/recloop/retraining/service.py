@@ -18,12 +18,13 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, Field
 
 from recloop.adapters.aws import aws_errors
+from recloop.adapters.workflows import console_url
 from recloop.core.errors import ConflictError, UnavailableError
 from recloop.core.settings import Settings
 from recloop.drift.model import DriftReport
 from recloop.drift.reports import DriftReports
 from recloop.retraining.launcher import RetrainLauncher
-from recloop.retraining.model import RetrainRun, RetrainStatus, RetrainTrigger, RunOutcome
+from recloop.retraining.model import ExecutionView, RetrainRun, RetrainStatus, RetrainTrigger, RunOutcome
 from recloop.retraining.performance import PerformanceSignal
 from recloop.retraining.status import RetrainStatusStore, iso
 from recloop.retraining.triggers import Decision, decide
@@ -89,7 +90,18 @@ class RetrainService:
         self.clock = clock
 
     def status(self) -> RetrainStatus:
-        return self.store.read()
+        """The status, with the last run's execution as Step Functions reports it (its current step, a link)."""
+        status = self.store.read()
+        arn = status.last_run.execution_arn if status.last_run else None
+        progress = self.launcher.progress(arn) if arn else None
+        if arn and progress is not None:
+            status.execution = ExecutionView(
+                execution_arn=arn,
+                status=progress.status,
+                current_step=progress.current_step,
+                console_url=console_url(arn),
+            )
+        return status
 
     def request(self, force: bool, reason: str | None = None) -> RetrainRequestResult:
         now = self.clock()

@@ -11,7 +11,6 @@ gate passed; what the gate refused stays under `candidates/` for inspection (the
 
 from __future__ import annotations
 
-import gzip
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from recloop.core.errors import ConflictError, InvalidInputError
 from recloop.core.events import Interaction
+from recloop.learning.datasets import decode_dataset, encode_dataset
 from recloop.models.bundle import ModelBundle, ModelKind
 from recloop.registry.errors import VersionExistsError
 from recloop.registry.versions import new_version_id
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from recloop.adapters.objects import ObjectStore
     from recloop.core.settings import Settings
     from recloop.experiments.service import ExperimentService
+    from recloop.learning.training import CategoriesOf
     from recloop.registry.model_registry import ModelRegistry
     from recloop.retraining.service import RetrainService
 
@@ -46,10 +47,23 @@ class NotEnoughEventsError(InvalidInputError):
     code = "not_enough_events"
 
 
+class TrainingTarget(StrEnum):
+    LAMBDA = "lambda"  # TrainFunction: 3 GB, 15 minutes
+    SAGEMAKER = "sagemaker"  # a training job in the prebuilt scikit-learn container (recloop.learning.sagemaker)
+
+
 class Dataset(BaseModel):
     dataset_key: str
     events: int
     bytes: int = Field(description="compressed size: what decides where to train")
+    train_on: TrainingTarget = TrainingTarget.LAMBDA
+
+
+def training_target(size: int, settings: Settings) -> TrainingTarget:
+    """SageMaker for a dataset above SAGEMAKER_MIN_DATASET_BYTES where a SageMaker role is configured."""
+    if settings.sagemaker_role_arn and size > settings.sagemaker_min_dataset_bytes:
+        return TrainingTarget.SAGEMAKER
+    return TrainingTarget.LAMBDA
 
 
 class Candidate(BaseModel):
@@ -93,7 +107,7 @@ def candidate_prefix(execution_name: str) -> str:
 
 def write_dataset(objects: ObjectStore, key: str, events: list[Interaction]) -> int:
     """The events as gzipped JSON lines, in time order; the bytes written."""
-    data = gzip.compress(b"\n".join(event.to_record() for event in events) + b"\n", compresslevel=6)
+    data = encode_dataset(events)
     objects.put(key, data, "application/gzip")
     return len(data)
 
@@ -102,8 +116,7 @@ def read_dataset(objects: ObjectStore, key: str) -> list[Interaction]:
     stored = objects.get(key)
     if stored is None:
         raise InvalidInputError(f"dataset {key} does not exist", field="dataset_key")
-    lines = gzip.decompress(stored[0]).splitlines()
-    return [Interaction.model_validate_json(line) for line in lines if line.strip()]
+    return decode_dataset(stored[0])
 
 
 def store_candidate(objects: ObjectStore, prefix: str, bundle: ModelBundle) -> None:
@@ -141,12 +154,15 @@ class RetrainWorkflow:
         registry: ModelRegistry,
         experiments: ExperimentService,
         settings: Settings,
+        *,
+        categories_of: CategoriesOf | None = None,
     ) -> None:
         self.retraining = retraining
         self.objects = objects
         self.registry = registry
         self.experiments = experiments
         self.settings = settings
+        self.categories_of = categories_of  # the items' categories, for the candidate's drift reference
 
     def prepare_dataset(self, execution_name: str, events: list[Interaction]) -> Dataset:
         """Write the de-duplicated, time-ordered archive the run trains on; NotEnoughEventsError if too small."""
@@ -157,8 +173,11 @@ class RetrainWorkflow:
             )
         key = dataset_key(execution_name)
         size = write_dataset(self.objects, key, events)
-        logger.info("dataset prepared", extra={"dataset_key": key, "events": len(events), "bytes": size})
-        return Dataset(dataset_key=key, events=len(events), bytes=size)
+        target = training_target(size, self.settings)
+        logger.info(
+            "dataset prepared", extra={"dataset_key": key, "events": len(events), "bytes": size, "train_on": target}
+        )
+        return Dataset(dataset_key=key, events=len(events), bytes=size, train_on=target)
 
     def train(self, execution_name: str, dataset: str, kind: ModelKind, holdout_fraction: float) -> Candidate:
         """Train on the dataset, compare with the champion on the same time-split holdout, store the candidate."""
@@ -175,6 +194,7 @@ class RetrainWorkflow:
             holdout_fraction=holdout_fraction,
             champion=champion,
             parent_version=pointer.version if pointer else None,
+            categories_of=self.categories_of,
         )
         prefix = candidate_prefix(execution_name)
         store_candidate(self.objects, prefix, result.bundle)
@@ -211,9 +231,7 @@ class RetrainWorkflow:
             return DeploymentResult(action=Deployment.PROMOTED, version=version, reason=reason)
         existing = self._canary_of(execution_name)
         if existing is not None:  # a retried step: the canary it started
-            return DeploymentResult(
-                action=Deployment.CANARY, version=version, experiment_id=existing, reason=reason
-            )
+            return DeploymentResult(action=Deployment.CANARY, version=version, experiment_id=existing, reason=reason)
         from recloop.experiments.service import ExperimentSpec, VariantSpec
 
         spec = ExperimentSpec(

@@ -67,6 +67,10 @@ class Recommendation:
     variant: str | None = None
 
 
+# Queues one request's scored candidates (pipeline, model version, the ranker's feature rows, its scores) on the
+# recommendation log's pipeline: the drift window's sample of served traffic, at no round trip of its own.
+ObserveScored = Callable[[Any, str, Any, Any], None]
+
 # How many of a user's latest experiment impressions are kept for attribution by time window.
 EXPERIMENT_IMPRESSIONS_KEPT = 32
 
@@ -95,11 +99,16 @@ class ExperimentImpression:
 
 class Recommender:
     def __init__(
-        self, store: FeatureStore, settings: Settings, model: Callable[[], ServedModel | None] | None = None
+        self,
+        store: FeatureStore,
+        settings: Settings,
+        model: Callable[[], ServedModel | None] | None = None,
+        observe_scored: ObserveScored | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.model = model or (lambda: None)  # the champion of the moment, or None for the built-in scorers
+        self.observe_scored = observe_scored  # when a ranker scored the candidates of a logged request
         self.popularity_cache = PopularityCache(
             lambda limit, _: store.top_popular(limit), settings.popularity_cache_seconds
         )
@@ -128,7 +137,7 @@ class Recommender:
         ctx, eligible, scorer = self.candidates(user_id, count, exclude, categories, now, arm=arm)
         scores = scorer.score(ctx, eligible)
         ranked = sorted(zip(eligible, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:count]
-        served = None
+        served = scored = None
         if "served_features" in ctx.extras:
             from recloop.serving.served_log import ServedFeatures
 
@@ -136,6 +145,7 @@ class Recommender:
             served = ServedFeatures.select(
                 user_id, now, scorer.model_version, items=shortlist, rows=rows, scores=shortlist_scores
             )
+            scored = (rows, shortlist_scores)
         result = Recommendation(
             recommendation_id=new_recommendation_id(),
             user_id=user_id,
@@ -150,7 +160,7 @@ class Recommender:
             impression = None
             if arm is not None and arm.count_impression is not None:
                 impression = (arm.count_impression, (time.perf_counter() - started) * 1000)
-            self._log(result, now, impression)
+            self._log(result, now, impression, scored)
         return result
 
     def candidates(
@@ -210,14 +220,21 @@ class Recommender:
         return eligible
 
     def _log(
-        self, result: Recommendation, now: float, impression: tuple[Callable[[Any, float], None], float] | None
+        self,
+        result: Recommendation,
+        now: float,
+        impression: tuple[Callable[[Any, float], None], float] | None,
+        scored: tuple[Any, Any] | None = None,
     ) -> None:
         """Short-lived log for attribution of later events, plus impression counters (and the experiment arm's,
-        `impression`: its queuing function and the latency to count)."""
+        `impression`: its queuing function and the latency to count), plus the ranker's scored candidates
+        (`scored`: feature rows and scores) for `observe_scored`."""
         pipe = self.store.redis.pipeline(transaction=False)
         if impression is not None:
             count_impression, latency_ms = impression
             count_impression(pipe, latency_ms)
+        if scored is not None and self.observe_scored is not None:
+            self.observe_scored(pipe, result.model_version, *scored)
         key = Keys.recommendation_log(result.user_id, result.recommendation_id)
         pipe.hset(
             key,

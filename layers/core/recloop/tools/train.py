@@ -31,9 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     kind = ModelKind(args.kind)
     settings = Settings.from_env()
+    # A version that will serve takes its drift reference's category mix from the deployment's feature store.
+    categories_of = get_container().store.categories_of if args.register else None
     started = time.perf_counter()
     result = train_candidate(
-        kind, load_events(args.events), settings, new_version_id(kind), holdout_fraction=args.holdout_fraction
+        kind,
+        load_events(args.events),
+        settings,
+        new_version_id(kind),
+        holdout_fraction=args.holdout_fraction,
+        categories_of=categories_of,
     )
     report = {
         "version": result.bundle.metadata.version,
