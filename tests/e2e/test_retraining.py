@@ -1,6 +1,7 @@
 """Retraining end to end in LocalStack: the retrain state machine run by a forced request through the real
 WorkflowFunction and TrainFunction on archived events, a second forced request refused while it runs, a failing
-step that ends the execution failed with the lock released, and the drift-check rule firing on its schedule."""
+step that ends the execution failed with the lock released, the drift-check rule firing on its schedule, and
+events of another kind making the next drift check start a retrain by itself."""
 
 from __future__ import annotations
 
@@ -147,3 +148,38 @@ def test_the_drift_check_rule_runs_the_state_machine_on_its_schedule(stack: Runn
     executions = wait_for(a_finished_scheduled_run, "a drift check started by its EventBridge rule", 180)
     assert {e["status"] for e in executions} == {"SUCCEEDED"}, executions
     assert execution_states(aws, executions[0]["executionArn"])[:2] == ["ComputeDrift", "DecideTriggers"]
+
+
+def test_shifted_events_make_the_drift_check_start_a_retrain_by_itself(
+    http: Http, stack: RunningStack, aws: Any, stack_redis: Any
+) -> None:
+    """The champion learned from likes; then only views arrive. The next scheduled drift check (every minute in
+    this profile) finds the event-type mix drifted and starts a retrain whose trigger is drift."""
+    archive_some_taste(http, stack)
+    status, started = http.post(RETRAIN, {"force": True, "reason": "e2e: a champion with a reference"})
+    assert status == 200 and started["triggered"], started
+    assert finished_run(http)["last_run"]["outcome"] == "succeeded"
+
+    run = uuid.uuid4().hex[:8]
+    now = time.time()
+    views = [
+        {"user_id": f"viewer{n % 50}-{run}", "item_id": f"v{n % 40}-{run}", "event_type": "view", "timestamp": now}
+        for n in range(400)
+    ]
+    for start in range(0, len(views), 200):
+        assert http.post("/api/v1/events/batch", {"events": views[start : start + 200]})[0] == 202
+    drain_stream(stack)
+
+    def a_drift_retrain() -> dict[str, Any] | None:
+        body = http.get(STATUS)[1]
+        run = body["last_run"]
+        return body if run and run["trigger"] == "drift" else None
+
+    body = wait_for(a_drift_retrain, "a retrain started by the drift check", 240)
+    assert body["last_run"]["execution_name"].startswith("retrain-drift-")
+    assert body["last_run"]["reason"].startswith("Data drift detected (score: "), body["last_run"]
+    assert body["last_drift_score"] is not None and body["metrics"]["drift_triggered_retrains"] >= 1
+    status, drift = http.get("/api/v1/mlops/drift")
+    assert status == 200 and drift["latest"]["drifted"], drift["latest"]
+    assert "event_type" in drift["latest"]["drifted_features"]
+    finished_run(http)  # the drift retrain ends before the next test cleans up

@@ -1,6 +1,7 @@
 """Drift detection wired into the running system, in process: a trained ranker's version carries its reference,
-recommendations and events feed the live window through the recommend and stream functions, and a check compares
-the two; GET /api/v1/mlops/drift shows the reports."""
+recommendations and events feed the live window through the recommend and stream functions, the first full served
+window of a lineage becomes its served baseline, and later checks compare the windows with the baseline (served) and
+the training reference (events); GET /api/v1/mlops/drift shows the reports."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import pytest
 from local.inprocess import ApiClient, LambdaContext, load_function
 from recloop.container import get_container, reset_container
 from recloop.core.events import EventType, Interaction
-from recloop.drift.features import MONITORED_FEATURES
+from recloop.drift.features import MONITORED_FEATURES, Source
 from recloop.drift.model import DriftReport, FeatureVerdict
 from recloop.drift.reference import REFERENCE_FILE, ReferenceStore
 from recloop.handlers.http.drift import HISTORY_LENGTH
 from recloop.ingest.consumer import StreamRecord
 from recloop.learning.training import RankerHyperparameters, train_candidate
-from recloop.models.bundle import ModelKind
+from recloop.models.bundle import ModelBundle, ModelKind
 from recloop.models.loading import load_model
 from tests.support.environment import REGION, TEST_BUCKET, TEST_STREAM
 from tests.support.learning import SMALL_MF
@@ -37,6 +38,9 @@ EVENTS_PER_USER = 15
 MIX = {"view": 40, "click": 20, "like": 25, "purchase": 15}
 SMALL_RANKER = RankerHyperparameters(negatives_per_query=8, rounds=20, min_data_in_leaf=5)
 SPAN_SECONDS = 2 * 86_400
+# Requests in a served window of the test world, and so the rows its baseline is taken from.
+BASELINE_ROWS = 150
+SERVED_FEATURES = MONITORED_FEATURES.columns(Source.SERVED)
 
 
 def item(genre: int, n: int) -> str:
@@ -144,50 +148,111 @@ def test_a_trained_version_carries_its_reference_and_still_loads(champion: Any) 
     assert set(reference.sample.categorical["item_category"]) == set(GENRES)
 
 
-def test_traffic_like_the_training_is_tested_on_every_feature(
+def recommend_for(api: ApiClient, users: list[int], body: dict[str, Any] | None = None) -> str:
+    """One recommend request per user; the version that served them."""
+    served = set()
+    for u in users:
+        status, reply = api.request("recommend", "POST", "/api/v1/recommend", {"user_id": f"user{u}", **(body or {})})
+        assert status == 200, reply
+        served.add(reply["model_version"])
+    (version,) = served
+    return version
+
+
+def take_the_baseline(api: ApiClient, stream: Stream, champion: Any) -> DriftReport:
+    """Events like the training's, then a window of served traffic like it: the first check takes that window as
+    the served stream's baseline and tests the events against the training reference."""
+    post_events(api, live_events(random.Random(11), 300, MIX, range(len(GENRES))))
+    assert stream.deliver() == 300
+    recommend_for(api, random.Random(1).sample(range(USERS), BASELINE_ROWS))
+    return champion.drift.check()
+
+
+@pytest.fixture
+def baseline_rows(champion: Any) -> int:
+    # The deployment's baseline is a full reservoir (5,000 requests); the test world serves 150 per window.
+    champion.drift.baseline_rows = BASELINE_ROWS
+    return BASELINE_ROWS
+
+
+@pytest.mark.usefixtures("baseline_rows")
+def test_served_traffic_is_compared_with_its_own_baseline_not_the_training_rows(
+    api: ApiClient, aws: dict[str, Any], champion: Any
+) -> None:
+    """Served right after training, every user has its whole history where the training queries saw users part-way
+    through theirs: against the training rows most served features would "drift" on traffic from the very
+    population the model learned from. Against the model's own early traffic, none does."""
+    stream = Stream(aws["kinesis"])
+
+    first = take_the_baseline(api, stream, champion)
+
+    assert first.model_version == first.reference_version == VERSION
+    assert first.window_observed == {"served": BASELINE_ROWS, "events": 300}
+    found = verdicts(first)
+    assert set(found) == {feature.name for feature in MONITORED_FEATURES}
+    assert {found[name] for name in SERVED_FEATURES} == {FeatureVerdict.BASELINE}
+    assert found["event_type"] is found["item_category"] is FeatureVerdict.STABLE
+    assert not first.drifted and first.served_baseline_taken_at is not None
+    assert champion.drift_window.sample(VERSION).rows == {"served": 0, "events": 0}  # a new window for both
+
+    # The same world again: other users of the same population served, then events like the training's.
+    recommend_for(api, random.Random(2).sample(range(USERS), BASELINE_ROWS))
+    post_events(api, live_events(random.Random(12), 300, MIX, range(len(GENRES))))
+    stream.deliver()
+
+    second = champion.drift.check()
+
+    assert not second.drifted, [(row.feature, row.effect) for row in second.features if row.verdict == "drifted"]
+    assert verdicts(second) == {
+        feature.name: FeatureVerdict.STABLE if feature.tested else FeatureVerdict.NOT_TESTED
+        for feature in MONITORED_FEATURES
+    }
+    assert second.served_baseline_taken_at == first.served_baseline_taken_at
+    assert second.reference_rows == {"served": BASELINE_ROWS, "events": USERS * EVENTS_PER_USER}
+
+
+@pytest.mark.usefixtures("baseline_rows")
+def test_shifted_traffic_after_the_baseline_is_reported_as_drift(
     api: ApiClient, aws: dict[str, Any], champion: Any
 ) -> None:
     stream = Stream(aws["kinesis"])
-    for u in range(150):
-        status, reply = api.recommend(f"user{u}", 10)
-        assert status == 200 and reply["model_version"] == VERSION
-    post_events(api, live_events(random.Random(11), 400, MIX, range(len(GENRES))))
-    assert stream.deliver() == 400
-
-    report = champion.drift.check()
-
-    assert report.model_version == report.reference_version == VERSION
-    assert report.window_observed == {"served": 150, "events": 400}
-    found = verdicts(report)
-    assert set(found) == {feature.name for feature in MONITORED_FEATURES}
-    assert FeatureVerdict.INSUFFICIENT_DATA not in found.values(), found
-    # The event mix is the training's. The served features are only required to be tested: served right after
-    # training, every user has its whole history, where the training queries saw users part-way through theirs.
-    assert found["event_type"] is found["item_category"] is FeatureVerdict.STABLE
-    # The check started a new window: the next one compares only what comes after it.
-    assert champion.drift_window.sample(VERSION).rows == {"served": 0, "events": 0}
-
-
-def test_shifted_traffic_is_reported_as_drift(api: ApiClient, aws: dict[str, Any], champion: Any) -> None:
-    stream = Stream(aws["kinesis"])
-    for u in range(150):  # served traffic shifted too: every request asks for one genre only
-        status, reply = api.request(
-            "recommend", "POST", "/api/v1/recommend", {"user_id": f"user{u}", "categories": ["Horror"]}
-        )
-        assert status == 200 and reply["model_version"] == VERSION
+    take_the_baseline(api, stream, champion)
+    # Served traffic shifted: every request asks for one genre only.
+    recommend_for(api, random.Random(3).sample(range(USERS), BASELINE_ROWS), {"categories": ["Horror"]})
     # Purchases of horror items only, where training saw a 40/20/25/15 mix over four genres.
-    post_events(api, live_events(random.Random(12), 300, {"purchase": 1}, range(3, 4)))
+    post_events(api, live_events(random.Random(13), 300, {"purchase": 1}, range(3, 4)))
     stream.deliver()
 
     report = champion.drift.check()
 
     assert report.drifted
-    assert {"event_type", "item_category"} <= set(report.drifted_features)
+    drifted = set(report.drifted_features)
+    assert {"event_type", "item_category"} <= drifted
+    assert drifted & set(SERVED_FEATURES), drifted  # the served stream too, against its baseline
     assert FeatureVerdict.INSUFFICIENT_DATA not in verdicts(report).values()
     by_feature = {row.feature: row for row in report.features}
     # Total variation: purchases 15% -> 100%, horror items 25% -> 100%.
     assert by_feature["event_type"].effect == pytest.approx(0.85, abs=0.02)
     assert by_feature["item_category"].effect == pytest.approx(0.75, abs=0.02)
+
+
+@pytest.mark.usefixtures("baseline_rows")
+def test_an_online_childs_traffic_counts_in_its_lineages_window(api: ApiClient, champion: Any) -> None:
+    trained = champion.registry.load(VERSION)
+    child = f"{VERSION}-online-1"
+    files = {name: data for name, data in trained.files.items() if name != REFERENCE_FILE}
+    metadata = trained.metadata.model_copy(update={"version": child, "parent_version": VERSION}, deep=True)
+    champion.registry.register(ModelBundle(metadata, files))
+    recommend_for(api, list(range(100)))
+    champion.registry.promote(child, reason="an online update")
+
+    assert recommend_for(api, list(range(100, 150))) == child
+
+    window = champion.drift_window.sample(VERSION)
+    assert window.rows["served"] == window.observed["served"] == 150  # the trained version's and its child's
+    report = champion.drift.check()
+    assert (report.model_version, report.reference_version) == (child, VERSION)
+    assert {verdicts(report)[name] for name in SERVED_FEATURES} == {FeatureVerdict.BASELINE}
 
 
 def test_the_drift_route_shows_the_latest_report_and_a_short_history(api: ApiClient, champion: Any) -> None:

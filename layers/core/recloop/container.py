@@ -22,6 +22,8 @@ from recloop.serving.recommender import Recommender
 
 if TYPE_CHECKING:
     from recloop.access.keys import SigningKeys
+    from recloop.drift.lineage import LineageObserver
+    from recloop.drift.reference import ReferenceStore
     from recloop.drift.service import DriftService
     from recloop.drift.window import DriftWindow
     from recloop.experiments.attribution import Attribution
@@ -78,8 +80,9 @@ class Container:
         return Recommender(self.store, self.settings, self.champion, observe_scored=self.observe_scored)
 
     def observe_scored(self, pipe: Any, model_version: str, rows: Any, scores: Any) -> None:
-        """A request's ranker-scored candidates into the drift window, on the recommendation log's pipeline."""
-        self.drift_window.observe_scored(model_version, rows, scores, pipeline=pipe)
+        """A request's ranker-scored candidates into its lineage's drift window, on the recommendation log's
+        pipeline."""
+        self.drift_lineage(pipe, model_version, rows, scores)
 
     @cached_property
     def experiment_store(self) -> ExperimentStore:
@@ -185,15 +188,33 @@ class Container:
         return DriftWindow(self.redis)
 
     @cached_property
-    def drift(self) -> DriftService:
-        from recloop.drift.detector import DriftDetector
+    def drift_references(self) -> ReferenceStore:
+        """Drift references, and which version carries each version's (remembered for the instance's life)."""
         from recloop.drift.reference import ReferenceStore
+
+        return ReferenceStore(self.objects)
+
+    @cached_property
+    def drift_lineage(self) -> LineageObserver:
+        from recloop.drift.lineage import LineageObserver
+
+        return LineageObserver(self.drift_window, self.drift_references)
+
+    @cached_property
+    def drift(self) -> DriftService:
+        from recloop.drift.baselines import ServedBaselines
+        from recloop.drift.detector import DriftDetector
         from recloop.drift.reports import DriftReports
         from recloop.drift.service import DriftService
 
         detector = DriftDetector(threshold=self.settings.drift_threshold)
         return DriftService(
-            self.registry, ReferenceStore(self.objects), self.drift_window, DriftReports(self.objects), detector
+            self.registry,
+            self.drift_references,
+            ServedBaselines(self.objects),
+            self.drift_window,
+            DriftReports(self.objects),
+            detector=detector,
         )
 
     @cached_property

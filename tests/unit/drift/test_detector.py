@@ -134,6 +134,38 @@ def test_the_report_names_its_run_versions_sizes_and_every_monitored_feature() -
     assert stored == report
 
 
+def test_a_stream_taken_as_baseline_and_trending_features_are_reported_not_tested() -> None:
+    trending = MonitoredFeature(
+        name="age",
+        kind=FeatureKind.NUMERIC,
+        source=Source.SERVED,
+        effect_floor=0.07,
+        untested_because="grows with wall-clock time",
+    )
+    features = FeatureSet((*[f for f in FEATURES if f.name != "age"], trending))
+    rng = np.random.default_rng(8)
+    ref = reference(sample(rng, 5000), 5000)
+    shifted = sample(rng, 1000, shift=1.0)
+    shifted.numeric["age"] = shifted.numeric["age"] + 30  # a month older: far off, yet not tested
+
+    report = DriftDetector(features).check(ref, window(shifted, 1000))
+    rows = by_name(report)
+    assert rows["age"].verdict is FeatureVerdict.NOT_TESTED and rows["age"].effect is None
+    assert report.drifted_features == ["score"]
+
+    taken = DriftDetector(features).check(
+        ref, window(shifted, 1000), baseline_taken=[Source.SERVED], served_baseline_taken_at="2026-12-01T12:00:00+00:00"
+    )
+    rows = by_name(taken)
+    assert rows["score"].verdict is FeatureVerdict.BASELINE and rows["score"].adjusted_p_value is None
+    assert rows["age"].verdict is FeatureVerdict.BASELINE  # the stream's every feature: its window is the baseline
+    assert rows["event_type"].verdict is FeatureVerdict.STABLE
+    # The correction runs over the one feature tested: its adjusted p-value is its p-value.
+    assert rows["event_type"].adjusted_p_value == pytest.approx(rows["event_type"].p_value)
+    assert not taken.drifted and taken.tested and taken.drift_score == pytest.approx(rows["event_type"].effect)
+    assert taken.served_baseline_taken_at == "2026-12-01T12:00:00+00:00"
+
+
 def test_a_threshold_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="threshold"):
         DriftDetector(threshold=1.5)

@@ -35,6 +35,14 @@ def test_flags_are_categorical_and_the_rest_of_the_ranker_row_numeric() -> None:
     assert all(feature.effect_floor > 0 for feature in MONITORED_FEATURES)
 
 
+def test_only_the_features_that_trend_by_construction_are_left_untested() -> None:
+    """Ages grow with wall-clock time, lifetime counts with the lineage's own traffic: tested, they would always
+    drift. Their decayed counterparts are tested."""
+    untested = {feature.name: feature.untested_because for feature in MONITORED_FEATURES if not feature.tested}
+    assert set(untested) == {"item_age_days", "item_idle_days", "item_events_log", "user_events_log"}
+    assert all(untested.values())  # each says why
+
+
 def test_names_must_be_unique() -> None:
     feature = MonitoredFeature(name="x", kind=FeatureKind.NUMERIC, source=Source.SERVED, effect_floor=0.1)
     with pytest.raises(ValueError, match="unique"):

@@ -3,13 +3,16 @@
 A feature drifts when its Benjamini-Hochberg adjusted p-value is below DRIFT_THRESHOLD and its effect reaches its
 floor (recloop.drift.features explains the floors). The p-values are adjusted over the features that could be
 tested: one with too few rows on either side is reported `insufficient_data` and takes no part in the correction.
+Neither do a feature that trends by construction (`not_tested`) nor the features of a stream whose window the
+check takes as that stream's baseline (`baseline`, recloop.drift.baselines).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 
-from recloop.drift.features import MONITORED_FEATURES, FeatureKind, FeatureSet, MonitoredFeature
+from recloop.drift.features import MONITORED_FEATURES, FeatureKind, FeatureSet, MonitoredFeature, Source
 from recloop.drift.model import DriftReport, FeatureDrift, FeatureVerdict, new_run_id
 from recloop.drift.reference import ReferenceSample
 from recloop.drift.samples import FeatureSample
@@ -35,15 +38,31 @@ class DriftDetector:
         *,
         run_id: str | None = None,
         now: datetime | None = None,
+        baseline_taken: Collection[Source] = (),
+        served_baseline_taken_at: str | None = None,
     ) -> DriftReport:
+        """`baseline_taken`: the streams whose window this check takes as their baseline, reported, not tested."""
         now = now or datetime.now(UTC)
+        untested = {
+            feature.name: FeatureVerdict.BASELINE if feature.source in baseline_taken else FeatureVerdict.NOT_TESTED
+            for feature in self.features
+            if feature.source in baseline_taken or not feature.tested
+        }
         comparisons = {
-            feature.name: self._compare(feature, reference.sample, window.sample) for feature in self.features
+            feature.name: None if feature.name in untested else self._compare(feature, reference.sample, window.sample)
+            for feature in self.features
         }
         tested = {name: comparison for name, comparison in comparisons.items() if comparison is not None}
         adjusted = dict(zip(tested, benjamini_hochberg([c.p_value for c in tested.values()]), strict=True))
         rows = [
-            self._row(feature, reference.sample, window.sample, comparisons[feature.name], adjusted.get(feature.name))
+            self._row(
+                feature,
+                reference.sample,
+                window.sample,
+                comparisons[feature.name],
+                adjusted.get(feature.name),
+                verdict_if_untested=untested.get(feature.name, FeatureVerdict.INSUFFICIENT_DATA),
+            )
             for feature in self.features
         ]
         drifted = [row.feature for row in rows if row.verdict is FeatureVerdict.DRIFTED]
@@ -59,6 +78,7 @@ class DriftDetector:
             reference_rows=reference.rows,
             window_rows=window.rows,
             window_observed=window.observed,
+            served_baseline_taken_at=served_baseline_taken_at,
             features=rows,
         )
 
@@ -76,6 +96,8 @@ class DriftDetector:
         window: FeatureSample,
         comparison: Comparison | None,
         adjusted_p_value: float | None,
+        *,
+        verdict_if_untested: FeatureVerdict,
     ) -> FeatureDrift:
         numeric = feature.kind is FeatureKind.NUMERIC
         common = {
@@ -95,7 +117,7 @@ class DriftDetector:
                 effect=None,
                 reference_size=reference.size(feature.name),
                 window_size=window.size(feature.name),
-                verdict=FeatureVerdict.INSUFFICIENT_DATA,
+                verdict=verdict_if_untested,
             )
         significant = adjusted_p_value < self.threshold
         if significant and comparison.effect >= feature.effect_floor:

@@ -11,6 +11,14 @@ Two streams feed the live window and the reference sample alike:
 
 A stream's row lists its features' values in the order of this list (`FeatureSet.columns`).
 
+Features that trend by construction stay in the served layout (it is the ranker's row) but are not tested
+(`MonitoredFeature.untested_because`): against any fixed baseline they drift, whatever the traffic. The ages grow
+with wall-clock time; the lifetime counts (`item_events_log`, `user_events_log`) only grow while a lineage serves,
+and a lineage may serve for long (its canary may lose), so testing them would start a retrain every hour. Their
+decayed counterparts (`pop_log`, `user_engagement`) are tested: they move only when the audience or its rate does.
+`mf_known` is kept: a growing share of items without a trained vector is the model going stale, which is what a
+retrain is for.
+
 Effect floors. Numeric features are compared by the Kolmogorov-Smirnov distance D (the largest gap between the two
 cumulative distributions), categorical ones by the total variation distance (the largest gap between the shares
 the two give to any set of labels): both are "the largest difference in probability of some event", on one 0-1
@@ -58,6 +66,13 @@ class MonitoredFeature(BaseModel):
     source: Source
     effect_floor: float = Field(gt=0, le=1, description="the smallest effect (KS D or TVD) that counts as drift")
     description: str = ""
+    untested_because: str | None = Field(
+        None, description="why the feature is monitored but not tested (it trends by construction); None: tested"
+    )
+
+    @property
+    def tested(self) -> bool:
+        return self.untested_because is None
 
 
 @dataclass(frozen=True)
@@ -85,9 +100,16 @@ class FeatureSet:
         return tuple(feature.name for feature in self.of(source))
 
 
-def _numeric(name: str, description: str, source: Source = Source.SERVED) -> MonitoredFeature:
+def _numeric(
+    name: str, description: str, source: Source = Source.SERVED, untested_because: str | None = None
+) -> MonitoredFeature:
     return MonitoredFeature(
-        name=name, kind=FeatureKind.NUMERIC, source=source, effect_floor=NUMERIC_EFFECT_FLOOR, description=description
+        name=name,
+        kind=FeatureKind.NUMERIC,
+        source=source,
+        effect_floor=NUMERIC_EFFECT_FLOOR,
+        description=description,
+        untested_because=untested_because,
     )
 
 
@@ -107,10 +129,26 @@ MONITORED_FEATURES = FeatureSet(
         _numeric("pop_log", "log of the item's decayed popularity"),
         _numeric("pop_share", "popularity relative to the most popular item"),
         _numeric("item_pos_rate", "share of the item's events that are positive"),
-        _numeric("item_events_log", "log of the item's event count"),
-        _numeric("item_age_days", "days since the item's first event"),
-        _numeric("item_idle_days", "days since the item's last event"),
-        _numeric("user_events_log", "log of the user's event count"),
+        _numeric(
+            "item_events_log",
+            "log of the item's event count",
+            untested_because="a lifetime count: it only grows while the lineage serves, whatever the audience",
+        ),
+        _numeric(
+            "item_age_days",
+            "days since the item's first event",
+            untested_because="every item ages one day a day: it grows with wall-clock time whatever the traffic",
+        ),
+        _numeric(
+            "item_idle_days",
+            "days since the item's last event",
+            untested_because="grows with wall-clock time for every item between its events (the long tail most)",
+        ),
+        _numeric(
+            "user_events_log",
+            "log of the user's event count",
+            untested_because="a lifetime count: it only grows while the lineage serves, whatever the audience",
+        ),
         _numeric("user_engagement", "the user's decayed engagement"),
         _numeric("category_affinity", "share of the user's recent items sharing a category with the item"),
         _labels("from_cooc", "proposed by co-occurrence (0/1)", Source.SERVED),

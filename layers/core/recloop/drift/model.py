@@ -33,6 +33,12 @@ class FeatureVerdict(StrEnum):
     BELOW_EFFECT_FLOOR = "below_effect_floor"  # significant, but too small to matter (large samples find trivia)
     STABLE = "stable"
     INSUFFICIENT_DATA = "insufficient_data"  # too few rows in the reference or the window to test
+    # Not tested: this check took the window as the served stream's baseline (the reference of the checks after it).
+    BASELINE = "baseline"
+    NOT_TESTED = "not_tested"  # trends with wall-clock time by construction (recloop.drift.features says why)
+
+
+TESTED_VERDICTS = frozenset({FeatureVerdict.DRIFTED, FeatureVerdict.BELOW_EFFECT_FLOOR, FeatureVerdict.STABLE})
 
 
 class FeatureDrift(BaseModel):
@@ -69,11 +75,16 @@ class DriftReport(BaseModel):
     reference_rows: dict[Source, int] = Field(description="rows of each stream in the reference sample")
     window_rows: dict[Source, int] = Field(description="rows of each stream in the window's sample")
     window_observed: dict[Source, int] = Field(description="rows each stream offered the window since it started")
+    served_baseline_taken_at: str | None = Field(
+        None,
+        description="when the served stream's baseline (its reference: the first full window of the reference "
+        "version's lineage's traffic) was taken, ISO 8601 UTC; None while there is none",
+    )
     features: list[FeatureDrift]
 
     @property
     def tested(self) -> bool:
-        return any(feature.verdict is not FeatureVerdict.INSUFFICIENT_DATA for feature in self.features)
+        return any(feature.verdict in TESTED_VERDICTS for feature in self.features)
 
     def summary(self) -> str:
         """One line for status pages and retrain reasons."""

@@ -5,7 +5,10 @@ uniformly, as the live window keeps one per request) scored by the model, and th
 stream is capped at MAX_REFERENCE_ROWS by uniform subsampling. It is stored with the version, as the bundle file
 REFERENCE_FILE (npz: one float array per numeric feature, plus the categorical counts and the version in a JSON
 member), so it is as immutable as the model. A version registered without one (an online update of a trained
-version) is compared with its nearest ancestor's (`ReferenceStore.for_version`).
+version) is compared with its nearest ancestor's (`ReferenceStore.for_version`): the version carrying the reference
+is the root of a lineage, and the served window and served baseline are the lineage's (recloop.drift.baselines).
+The served stream of the training rows is kept for the record; checks compare served traffic with the lineage's
+baseline, since training rows are point-in-time rows that served traffic never looks like.
 """
 
 from __future__ import annotations
@@ -171,27 +174,57 @@ def with_reference(bundle: ModelBundle, reference: ReferenceSample) -> ModelBund
 
 
 class ReferenceStore:
-    """Reads a version's reference from the registry's bucket, without loading the model's files."""
+    """Reads a version's reference from the registry's bucket, without loading the model's files.
+
+    Which version's reference a version is compared with is remembered in process: a version's files and parent
+    never change, so after the first lookup of a version (one metadata read per version not seen yet: an online
+    child's parent is usually known) the answer costs no round trip. The recommend path relies on that."""
+
+    MAX_ENTRIES = 100_000
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
         self.versions = ModelVersions(objects)
+        # version -> (the version carrying its reference, that file's checksum), or None when none carries one
+        self._carriers: dict[str, tuple[str, str] | None] = {}
+
+    def reference_version(self, version: str) -> str:
+        """The version whose reference `version` is compared with: itself, else its nearest ancestor carrying one
+        (ReferenceNotFoundError if none does). Online children share it with their lineage."""
+        return self._carrier(version)[0]
 
     def for_version(self, version: str) -> ReferenceSample:
         """The version's own reference, else its nearest ancestor's (ReferenceNotFoundError if none has one)."""
+        carrier, digest = self._carrier(version)
+        return self._read(carrier, digest)
+
+    def _carrier(self, version: str) -> tuple[str, str]:
+        walked: list[str] = []
+        found: tuple[str, str] | None = None
         current: str | None = version
         for _ in range(MAX_ANCESTORS):
             if current is None:
+                break
+            if current in self._carriers:
+                found = self._carriers[current]
                 break
             try:
                 metadata = self.versions.get(current)
             except ModelNotFoundError:
                 break  # an ancestor deleted since: the chain ends here
+            walked.append(current)
             digest = metadata.files.get(REFERENCE_FILE)
             if digest is not None:
-                return self._read(current, digest)
+                found = (current, digest)
+                break
             current = metadata.parent_version
-        raise ReferenceNotFoundError(version)
+        if len(self._carriers) + len(walked) > self.MAX_ENTRIES:
+            self._carriers.clear()
+        # A version that is not registered gets the same (lasting) answer as one whose lineage has no reference.
+        self._carriers.update(dict.fromkeys(walked or [version], found))
+        if found is None:
+            raise ReferenceNotFoundError(version)
+        return found
 
     def _read(self, version: str, digest: str) -> ReferenceSample:
         stored = self.objects.get(f"{self.versions.version_prefix(version)}{REFERENCE_FILE}")

@@ -7,10 +7,11 @@ the sample uniform (the script runs atomically; the caller only supplies one uni
 script's own random numbers are not random on every Redis version). The rows and the counter of one reservoir
 share a hash tag: one Cluster slot per reservoir.
 
-Reservoirs: `served:<model version>` (the served stream of one version's traffic: a new champion starts from an
-empty window, and an experiment's versions do not mix) and `events`. A reservoir not offered anything for
-`ttl_seconds` expires. The check starts a new window when it is done (`reset`), so each check reads the traffic
-since the previous one.
+Reservoirs: `served:<reference version>` (the served stream of one lineage's traffic: the version carrying the
+reference and its online children, recloop.drift.lineage; a retrained champion starts from an empty window, and
+versions of different lineages do not mix) and `events`. A reservoir not offered anything for `ttl_seconds`
+expires. The check starts a new window when it is done (`reset`), so each check reads the traffic since the
+previous one.
 
 Serving and event paths use `observe_scored` and `observe_events`, numpy-free except on the served path (the
 recommend function has numpy). `sample` and the tests run in the drift check.
@@ -63,13 +64,14 @@ return last
 EVENTS_WINDOW = "events"
 
 
-def served_window(model_version: str) -> str:
-    return f"{Source.SERVED.value}:{model_version}"
+def served_window(lineage: str) -> str:
+    """The served reservoir of a lineage, named by its reference version."""
+    return f"{Source.SERVED.value}:{lineage}"
 
 
 @dataclass(frozen=True)
 class WindowSample:
-    model_version: str
+    model_version: str  # the served version the window's traffic is reported under
     sample: FeatureSample
     rows: dict[Source, int]  # rows of each stream in the sample
     observed: dict[Source, int]  # rows each stream offered since the window started
@@ -96,15 +98,15 @@ class DriftWindow:
         self._offer = redis_client.register_script(OFFER_ROWS)
 
     # Offering rows: one round trip (or one command of the caller's pipeline).
-    def observe_scored(self, model_version: str, rows: Any, scores: Any, *, pipeline: Any = None) -> None:
+    def observe_scored(self, lineage: str, rows: Any, scores: Any, *, pipeline: Any = None) -> None:
         """One recommend request: of the candidates the ranker scored (`rows` in FEATURE_NAMES order, `scores`),
-        one drawn uniformly, with its score."""
+        one drawn uniformly, with its score, into the lineage's served window."""
         if len(rows) == 0:
             return
         chosen = self.rng.randrange(len(rows))
-        self.observe_served(model_version, [[*map(float, rows[chosen]), float(scores[chosen])]], pipeline=pipeline)
+        self.observe_served(lineage, [[*map(float, rows[chosen]), float(scores[chosen])]], pipeline=pipeline)
 
-    def observe_served(self, model_version: str, rows: Sequence[Sequence[float]], *, pipeline: Any = None) -> None:
+    def observe_served(self, lineage: str, rows: Sequence[Sequence[float]], *, pipeline: Any = None) -> None:
         """Served rows (the served layout: each row one request's drawn candidate and its score)."""
         import numpy as np
 
@@ -114,7 +116,7 @@ class DriftWindow:
             if values.shape != (self._served_width,):
                 raise ValueError(f"a served row has {self._served_width} values, got shape {values.shape}")
             encoded.append(base64.b64encode(values.tobytes()).decode())
-        self._offer_rows(served_window(model_version), encoded, pipeline)
+        self._offer_rows(served_window(lineage), encoded, pipeline)
 
     def observe_events(self, rows: Sequence[Sequence[str]], *, pipeline: Any = None) -> None:
         """Event rows (the events layout; `recloop.drift.features.event_row` makes one from an interaction)."""
@@ -135,27 +137,27 @@ class DriftWindow:
         self._offer(keys=keys, args=args, client=pipeline)
 
     # Reading and restarting: the drift check.
-    def sample(self, model_version: str) -> WindowSample:
-        """The window of `model_version`'s traffic and of the events, in one round trip."""
+    def sample(self, lineage: str) -> WindowSample:
+        """The window of the lineage's served traffic and of the events, in one round trip."""
         from recloop.drift.samples import sample_from_rows
 
         pipe = self.redis.pipeline(transaction=False)
-        for window in (served_window(model_version), EVENTS_WINDOW):
+        for window in (served_window(lineage), EVENTS_WINDOW):
             pipe.hvals(Keys.drift_reservoir(window))
             pipe.get(Keys.drift_reservoir_seen(window))
         served_raw, served_seen, events_raw, events_seen = pipe.execute()
         served = self._decode_served(served_raw)
         events = [row for row in (self._decode_event(raw) for raw in events_raw) if row is not None]
         return WindowSample(
-            model_version=model_version,
+            model_version=lineage,
             sample=sample_from_rows(self.features, served, events),
             rows={Source.SERVED: len(served), Source.EVENTS: len(events)},
             observed={Source.SERVED: int(served_seen or 0), Source.EVENTS: int(events_seen or 0)},
         )
 
-    def reset(self, model_version: str, sources: Iterable[Source] = tuple(Source)) -> None:
-        """Start a new window of `sources` (after a check, or once a retrained version serves)."""
-        windows = {Source.SERVED: served_window(model_version), Source.EVENTS: EVENTS_WINDOW}
+    def reset(self, lineage: str, sources: Iterable[Source] = tuple(Source)) -> None:
+        """Start a new window of `sources` (after a check)."""
+        windows = {Source.SERVED: served_window(lineage), Source.EVENTS: EVENTS_WINDOW}
         pipe = self.redis.pipeline(transaction=False)
         for source in sources:
             pipe.delete(Keys.drift_reservoir(windows[source]), Keys.drift_reservoir_seen(windows[source]))
