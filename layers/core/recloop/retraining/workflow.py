@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from recloop.core.errors import ConflictError, InvalidInputError
 from recloop.core.events import Interaction
 from recloop.learning.datasets import decode_dataset, encode_dataset
+from recloop.learning.sagemaker_job import TrainingOutcome
 from recloop.models.bundle import ModelBundle, ModelKind
 from recloop.registry.errors import VersionExistsError
 from recloop.registry.versions import new_version_id
@@ -66,17 +67,11 @@ def training_target(size: int, settings: Settings) -> TrainingTarget:
     return TrainingTarget.LAMBDA
 
 
-class Candidate(BaseModel):
-    """A trained candidate, stored under candidates/<execution>/, and its holdout comparison with the champion."""
+class Candidate(TrainingOutcome):
+    """A trained candidate, stored under candidates/<execution>/, and its holdout comparison with the champion
+    (the same fields whichever branch trained it: TrainingOutcome is what a SageMaker job writes)."""
 
     candidate_prefix: str
-    version: str
-    kind: ModelKind
-    candidate_hr: float
-    champion_hr: float | None
-    champion_version: str | None
-    candidate_metrics: dict[str, float | None]
-    champion_metrics: dict[str, float | None] | None
 
 
 class GateResult(BaseModel):
