@@ -221,5 +221,5 @@ class RetrainService:
             reason=decision.reason,
             trigger=decision.trigger,
             execution_name=name,
-            status=self.store.read(),
+            status=self.status(),
         )
