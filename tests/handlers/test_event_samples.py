@@ -238,7 +238,7 @@ def a_stopped_experiment(d: Deployment) -> None:
 def a_retrain_running(d: Deployment) -> None:
     """A manual retrain started at the guide's time, still running."""
     get_container().retraining.clock = lambda: datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
-    assert get_container().retraining.request(force=True).execution_name == "retrain-manual-20261127T1100Z"
+    assert get_container().retraining.request(force=True).execution_name == "retrain-manual-20261127T110000Z"
 
 
 def an_archive_of_120_events(d: Deployment) -> None:

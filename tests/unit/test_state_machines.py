@@ -119,8 +119,8 @@ def test_the_sagemaker_branch_passes_the_built_request_and_rejoins_the_lambda_br
     )
     request = training_job_request(
         settings,
-        execution_name="retrain-manual-20261201T1200Z",
-        dataset_key="datasets/retrain-manual-20261201T1200Z.jsonl.gz",
+        execution_name="retrain-manual-20261201T120000Z",
+        dataset_key="datasets/retrain-manual-20261201T120000Z.jsonl.gz",
         source_key="sagemaker/source/abc.tar.gz",
         hyperparameters=JobHyperparameters(kind=ModelKind.LGBM, version="lgbm-1", holdout_fraction=0.1),
     )

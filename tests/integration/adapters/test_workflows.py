@@ -33,10 +33,10 @@ def test_an_execution_reports_its_status_and_the_state_it_entered_last(sfn: Any)
         name="recloop-test-retrain", definition=json.dumps(TWO_STEPS), roleArn="arn:aws:iam::123456789012:role/r"
     )["stateMachineArn"]
     workflows = StepFunctions(sfn)
-    arn = workflows.start_execution(machine, "retrain-manual-20261201T1200Z", {"trigger": "manual"})
-    assert arn.endswith(":retrain-manual-20261201T1200Z")
+    arn = workflows.start_execution(machine, "retrain-manual-20261201T120000Z", {"trigger": "manual"})
+    assert arn.endswith(":retrain-manual-20261201T120000Z")
     with pytest.raises(ExecutionAlreadyExistsError):  # the same name, another input: another request
-        workflows.start_execution(machine, "retrain-manual-20261201T1200Z", {"trigger": "volume"})
+        workflows.start_execution(machine, "retrain-manual-20261201T120000Z", {"trigger": "volume"})
 
     deadline = time.monotonic() + 10
     progress = workflows.progress(arn)
@@ -47,7 +47,7 @@ def test_an_execution_reports_its_status_and_the_state_it_entered_last(sfn: Any)
 
 
 def test_the_console_link_names_the_executions_region() -> None:
-    arn = "arn:aws:states:eu-west-1:123456789012:execution:recloop-retrain:retrain-drift-20261201T1200Z"
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:recloop-retrain:retrain-drift-20261201T120000Z"
     assert console_url(arn) == (
         "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/" + arn
     )

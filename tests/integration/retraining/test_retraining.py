@@ -96,7 +96,7 @@ def service(
     return RetrainService(store, reports, performance, launcher, SETTINGS, clock=clock)
 
 
-def a_run(name: str = "retrain-manual-20261201T1200Z") -> RetrainRun:
+def a_run(name: str = "retrain-manual-20261201T120000Z") -> RetrainRun:
     return RetrainRun(execution_name=name, trigger=RetrainTrigger.MANUAL, reason="test", started_at=NOW.isoformat())
 
 
@@ -114,28 +114,28 @@ def test_an_empty_status_reads_as_never_retrained(store: RetrainStatusStore) -> 
 
 
 def test_the_lock_is_held_by_one_run_and_carries_a_ttl(store: RetrainStatusStore, redis_client: redis.Redis) -> None:
-    assert store.begin(a_run("retrain-manual-20261201T1200Z"))
-    assert not store.begin(a_run("retrain-drift-20261201T1201Z"))
+    assert store.begin(a_run("retrain-manual-20261201T120000Z"))
+    assert not store.begin(a_run("retrain-drift-20261201T120100Z"))
     assert 0 < redis_client.ttl(Keys.RETRAIN_LOCK) <= LOCK_SECONDS
     status = store.read()
     assert status.retraining_in_progress
-    assert status.running_execution == "retrain-manual-20261201T1200Z"
-    assert status.last_run is not None and status.last_run.execution_name == "retrain-manual-20261201T1200Z"
+    assert status.running_execution == "retrain-manual-20261201T120000Z"
+    assert status.last_run is not None and status.last_run.execution_name == "retrain-manual-20261201T120000Z"
 
 
 def test_a_lock_left_by_a_dead_execution_expires(redis_client: redis.Redis) -> None:
     store = RetrainStatusStore(redis_client, lock_seconds=1)
-    assert store.begin(a_run("retrain-manual-20261201T1200Z"))  # its execution dies: nobody releases the lock
+    assert store.begin(a_run("retrain-manual-20261201T120000Z"))  # its execution dies: nobody releases the lock
     time.sleep(1.2)
     assert not store.read().retraining_in_progress
     assert store.begin(a_run("retrain-schedule-20261201T1300Z"))
 
 
 def test_only_the_holder_releases_the_lock(store: RetrainStatusStore) -> None:
-    assert store.begin(a_run("retrain-manual-20261201T1200Z"))
+    assert store.begin(a_run("retrain-manual-20261201T120000Z"))
     store.release("retrain-drift-20261201T1100Z")
     assert store.read().retraining_in_progress
-    store.release("retrain-manual-20261201T1200Z")
+    store.release("retrain-manual-20261201T120000Z")
     assert not store.read().retraining_in_progress
 
 
@@ -147,12 +147,12 @@ def test_a_forced_request_starts_a_manual_retrain(service: RetrainService, launc
     assert result.triggered
     assert result.trigger is RetrainTrigger.MANUAL
     assert result.reason == "Manual trigger for testing"
-    assert result.execution_name == "retrain-manual-20261201T1200Z"
+    assert result.execution_name == "retrain-manual-20261201T120000Z"
     assert launcher.launched == [
         (
-            "retrain-manual-20261201T1200Z",
+            "retrain-manual-20261201T120000Z",
             {
-                "execution_name": "retrain-manual-20261201T1200Z",
+                "execution_name": "retrain-manual-20261201T120000Z",
                 "trigger": "manual",
                 "reason": "Manual trigger for testing",
                 "requested_at": "2026-12-01T12:00:00+00:00",
@@ -173,7 +173,7 @@ def test_a_second_forced_request_while_one_runs_is_a_conflict(
     service.request(force=True)
     with pytest.raises(RetrainInProgressError) as refused:
         service.request(force=True)
-    assert refused.value.details["execution_name"] == "retrain-manual-20261201T1200Z"
+    assert refused.value.details["execution_name"] == "retrain-manual-20261201T120000Z"
     assert len(launcher.launched) == 1
     assert service.status().metrics.total_retrains == 1
 
@@ -189,7 +189,7 @@ def test_an_evaluated_request_starts_a_retrain_only_when_a_trigger_fires(
     store.add_new_interactions(100)
     fired = service.request(force=False)
     assert fired.triggered and fired.trigger is RetrainTrigger.VOLUME
-    assert fired.execution_name == "retrain-volume-20261201T1200Z"
+    assert fired.execution_name == "retrain-volume-20261201T120000Z"
     assert fired.status.metrics.volume_triggered_retrains == 1
 
 
@@ -199,18 +199,18 @@ def test_drift_starts_a_retrain_and_its_score_is_recorded(
     reports.save(drift_report(NOW - timedelta(minutes=5), score=0.0234))
     result = service.request(force=False)
     assert result.reason == "Data drift detected (score: 0.0234)"
-    assert result.execution_name == "retrain-drift-20261201T1200Z"
+    assert result.execution_name == "retrain-drift-20261201T120000Z"
     assert result.status.last_drift_score == pytest.approx(0.0234)
     assert result.status.metrics.drift_triggered_retrains == 1
 
     # A redelivered trigger evaluates again while the retrain runs: no second one.
     again = service.request(force=False)
     assert not again.triggered
-    assert again.reason == "Retraining already in progress (retrain-drift-20261201T1200Z)"
+    assert again.reason == "Retraining already in progress (retrain-drift-20261201T120000Z)"
 
     # Once it succeeded, the same report is older than the retrain and starts nothing.
     clock.now = NOW + timedelta(minutes=30)
-    service.record_finished("retrain-drift-20261201T1200Z")
+    service.record_finished("retrain-drift-20261201T120000Z")
     assert not service.request(force=False).triggered
 
 
@@ -268,12 +268,12 @@ def test_the_state_machine_records_the_execution_it_runs(service: RetrainService
 
 
 def test_an_execution_started_elsewhere_begins_its_run_when_it_starts(service: RetrainService) -> None:
-    run = service.record_started("retrain-schedule-20261201T1200Z", RetrainTrigger.SCHEDULE, "weekly", "arn:x")
+    run = service.record_started("retrain-schedule-20261201T120000Z", RetrainTrigger.SCHEDULE, "weekly", "arn:x")
     status = service.status()
     assert status.running_execution == run.execution_name
     assert status.metrics.scheduled_retrains == 1
     with pytest.raises(RetrainInProgressError):
-        service.record_started("retrain-manual-20261201T1201Z", RetrainTrigger.MANUAL, "now", "arn:y")
+        service.record_started("retrain-manual-20261201T120100Z", RetrainTrigger.MANUAL, "now", "arn:y")
 
 
 def test_finishing_a_run_that_is_not_the_last_one_is_refused(service: RetrainService) -> None:

@@ -30,7 +30,7 @@ from tests.support.learning import champion
 from tests.support.sagemaker import run_training_job as run_emulated_job
 
 MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
-EXECUTION = "retrain-manual-20261201T1200Z"
+EXECUTION = "retrain-manual-20261201T120000Z"
 ROLE = "arn:aws:iam::123456789012:role/recloop-sagemaker-training"
 
 

@@ -54,7 +54,7 @@ SETTINGS = Settings.from_env(
         "POPULARITY_HALF_LIFE_HOURS": "72",
     }
 )
-EXECUTION = "retrain-drift-20261201T1200Z"
+EXECUTION = "retrain-drift-20261201T120000Z"
 SOURCE_KEY = "sagemaker/source/" + "ab" * 32 + ".tar.gz"
 ENTRY_MODULE = running_package_root() / "recloop" / "learning" / "sagemaker_entry.py"
 
@@ -200,10 +200,10 @@ def test_the_image_is_the_regions_prebuilt_scikit_learn_image() -> None:
     "execution_name",
     [
         EXECUTION,
-        "retrain_manual_20261201T1200Z",
+        "retrain_manual_20261201T120000Z",
         "x" * 80,
         "retrain-manual-" + "-" * 60 + "z",
-        "retrain-schedule-20261201T1200Z-with-a-very-long-suffix-that-goes-on",
+        "retrain-schedule-20261201T120000Z-with-a-very-long-suffix-that-goes-on",
     ],
 )
 def test_job_names_follow_sagemakers_rules(execution_name: str) -> None:
@@ -213,10 +213,10 @@ def test_job_names_follow_sagemakers_rules(execution_name: str) -> None:
 
 
 def test_long_execution_names_keep_distinct_job_names() -> None:
-    first = training_job_name("recloop-prod", "retrain-schedule-20261201T1200Z-" + "a" * 40)
-    second = training_job_name("recloop-prod", "retrain-schedule-20261201T1200Z-" + "a" * 39 + "b")
+    first = training_job_name("recloop-prod", "retrain-schedule-20261201T120000Z-" + "a" * 40)
+    second = training_job_name("recloop-prod", "retrain-schedule-20261201T120000Z-" + "a" * 39 + "b")
     assert first != second
-    assert first.startswith("recloop-prod-retrain-schedule-20261201T1200Z-")
+    assert first.startswith("recloop-prod-retrain-schedule-20261201T120000Z-")
     assert training_job_name("recloop", EXECUTION) == f"recloop-{EXECUTION}"
 
 

@@ -5,8 +5,8 @@
     record_started/finished/failed   the retrain state machine's first task and its two ends
 
 Starting a retrain takes the lock (owner: the execution's name), names the execution after its trigger and its UTC
-minute (`retrain-drift-20261201T1200Z`, so the console's list reads as a history, and a redelivered trigger within
-the minute cannot start a second execution) and asks the launcher to start it.
+second (`retrain-drift-20261201T120000Z`, so the console's list reads as a history; a redelivered trigger finds the
+lock held and starts nothing) and asks the launcher to start it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class RetrainRequestResult(BaseModel):
 
 
 def execution_name(trigger: RetrainTrigger, now: datetime) -> str:
-    return f"retrain-{trigger.value}-{now.astimezone(UTC):%Y%m%dT%H%MZ}"
+    return f"retrain-{trigger.value}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
 class RetrainService:
