@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
@@ -9,7 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,3 +131,16 @@ def seed(store: Any, catalogue: int, interactions: int, users: int, seed_value: 
             pipe.execute()
     pipe.execute()
     return events
+
+
+def add_figures_option(parser: argparse.ArgumentParser, figures: Sequence[str]) -> None:
+    every = ",".join(figures)
+    parser.add_argument("--only", default=every, help=f"comma-separated figures (default all: {every})")
+
+
+def chosen_figures(parser: argparse.ArgumentParser, only: str, figures: Sequence[str]) -> set[str]:
+    """The figures `--only` names; a parser error for a name that is not one of `figures`."""
+    chosen = set(only.split(","))
+    if not chosen <= set(figures):
+        parser.error(f"--only: unknown figures {sorted(chosen - set(figures))}; choose from {','.join(figures)}")
+    return chosen

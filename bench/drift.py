@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from bench.common import cpu_reference_ms, log, redis_server, timings_ms, wilson
+from bench.common import add_figures_option, chosen_figures, cpu_reference_ms, log, redis_server, timings_ms, wilson
 from recloop.drift.detector import DriftDetector
 from recloop.drift.features import (
     FEW_LABELS_EFFECT_FLOOR,
@@ -320,13 +320,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="JSON on stdout (the only output format)")
     parser.add_argument("--quick", action="store_true", help="fewer simulations (1,000 no-drift checks, 210 others)")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
-    parser.add_argument(
-        "--only", default=",".join(FIGURES), help=f"comma-separated figures (default {','.join(FIGURES)})"
-    )
+    add_figures_option(parser, FIGURES)
     args = parser.parse_args()
-    figures = set(args.only.split(","))
-    if not figures <= set(FIGURES):
-        parser.error(f"--only: unknown figures {sorted(figures - set(FIGURES))}; choose from {','.join(FIGURES)}")
+    figures = chosen_figures(parser, args.only, FIGURES)
     counts = (
         {"no_drift": 1_000, "mean_shift": 210, "mix_shift": 210, "trivial_at_scale": 140}
         if args.quick

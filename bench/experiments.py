@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from bench.common import log, redis_server, wilson
+from bench.common import add_figures_option, chosen_figures, log, redis_server, wilson
 from recloop.core.settings import AllocationStrategy
 from recloop.experiments.allocation import choose_variant
 from recloop.experiments.counters import ExperimentCounters
@@ -236,13 +236,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer simulations (200 per figure)")
     parser.add_argument("--experiments", type=int, help="simulated experiments per figure (default 500)")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
-    parser.add_argument(
-        "--only", default=",".join(FIGURES), help=f"comma-separated figures to run (default all: {','.join(FIGURES)})"
-    )
+    add_figures_option(parser, FIGURES)
     args = parser.parse_args()
-    figures = set(args.only.split(","))
-    if not figures <= set(FIGURES):
-        parser.error(f"--only: unknown figures {sorted(figures - set(FIGURES))}; choose from {','.join(FIGURES)}")
+    figures = chosen_figures(parser, args.only, FIGURES)
     runs = args.experiments or (200 if args.quick else 500)
     started = time.perf_counter()
     report: dict[str, Any] = {"read_every": READ_EVERY, "experiments_per_figure": runs}

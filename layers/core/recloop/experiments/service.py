@@ -414,7 +414,10 @@ class ExperimentService:
         on (the last one promotes), one whose guardrails failed ends the rollout with the champion unchanged.
         Without auto_promote a decided experiment keeps running until an operator stops it."""
 
+        undecided: dict[str, ExperimentResults] = {}  # the results just evaluated, when nothing was written
+
         def change(experiment: Experiment) -> Experiment | None:
+            undecided.clear()
             if experiment.status == ExperimentStatus.ROLLING_OUT:
                 return self._advance_rollout(experiment)
             if experiment.status != ExperimentStatus.RUNNING or not experiment.auto_promote:
@@ -422,13 +425,15 @@ class ExperimentService:
             results, verdict = self._evaluate(experiment)
             winner = _winner(verdict)
             if winner is None:
+                undecided[experiment.experiment_id] = results
                 return None
             champion = self._champion_version()
             if experiment.rollout_stages and champion not in (None, experiment.variant(winner).model_version):
                 return self._begin_rollout(experiment, results, verdict, champion)
             return self._concluded(experiment, results, verdict, promote=True, champion=champion)
 
-        return self._results_of(self._complete_promotion(self._change(experiment_id, change)))
+        experiment = self._complete_promotion(self._change(experiment_id, change))
+        return undecided.get(experiment_id) or self._results_of(experiment)
 
     def _change(self, experiment_id: str, change: Callable[[Experiment], Experiment | None]) -> Experiment:
         """Apply `change` to the experiment as stored (None from it: nothing to write); a write that lost to another
@@ -588,9 +593,13 @@ class ExperimentService:
         return experiment.model_copy(update=update)
 
     def _check_stage(self, experiment: Experiment) -> RolloutCheck:
-        stage = experiment.serving()
-        counts = self.counters.counts(experiment.experiment_id, [variant.name for variant in stage.variants])
+        stage, counts = self._stage_counts(experiment)
         return check_rollout_stage(stage, counts, experiment.guardrails.rollout_stage_impressions)
+
+    def _stage_counts(self, experiment: Experiment) -> tuple[Experiment, dict[str, ArmCounts]]:
+        """The current rollout stage as it assigns users, and its arms' counts."""
+        stage = experiment.serving()
+        return stage, self.counters.counts(experiment.experiment_id, [variant.name for variant in stage.variants])
 
     def _rollout_results(self, experiment: Experiment) -> RolloutResults | None:
         rollout = experiment.rollout
@@ -600,8 +609,7 @@ class ExperimentService:
         stage_arms: list[ArmResult] = []
         check = None
         if experiment.status == ExperimentStatus.ROLLING_OUT:
-            stage = experiment.serving()
-            counts = self.counters.counts(experiment.experiment_id, [variant.name for variant in stage.variants])
+            stage, counts = self._stage_counts(experiment)
             stage_arms = evaluate(stage, counts, probability_best=False).arms
             current = rollout.current.share
             check = check_rollout_stage(stage, counts, experiment.guardrails.rollout_stage_impressions).reason

@@ -89,13 +89,9 @@ TASKS = {"prepare_dataset": prepare_dataset_task, "train": train_task}
 def handle_train(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A retrain step (`task` in the input), or a whole training run invoked directly (TrainRequest)."""
     if event and "task" in event:
-        from recloop.handlers.workflow import UnknownTaskError, transient_errors
+        from recloop.handlers.workflow import run_task
 
-        task = TASKS.get(str(event["task"]))
-        if task is None:
-            raise UnknownTaskError(f"unknown task {event['task']!r}; one of {sorted(TASKS)}")
-        with transient_errors():
-            return task(event)
+        return run_task(TASKS, event)
     return train_directly(event)
 
 

@@ -186,10 +186,15 @@ class UnknownTaskError(ValueError):
 
 @logger.inject_lambda_context
 def handle_task(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return run_task(TASKS, event)
+
+
+def run_task(tasks: dict[str, Callable[[dict[str, Any]], dict[str, Any]]], event: dict[str, Any]) -> dict[str, Any]:
+    """The task `event` names, among `tasks`, with transient failures raised as TransientStepError."""
     name = (event or {}).get("task")
-    task = TASKS.get(str(name))
+    task = tasks.get(str(name))
     if task is None:
-        raise UnknownTaskError(f"unknown task {name!r}; one of {sorted(TASKS)}")
+        raise UnknownTaskError(f"unknown task {name!r}; one of {sorted(tasks)}")
     logger.append_keys(task=name, execution_name=event.get("execution_name"))
     with transient_errors():
         result = task(event)
