@@ -72,6 +72,7 @@ CONFIGS: dict[str, SystemFactory | str] = {
     "static_lgbm": "bench.trained:StaticLGBM",
     "online": "bench.online:OnlineLearning",
     "online_features_only": "bench.online:OnlineFeaturesOnly",
+    "full_loop": "bench.full_loop:FullLoop",
 }
 
 

@@ -9,11 +9,13 @@ stay real-time, weights stay as trained.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 from bench.trained import StaticModel
 from recloop.core.events import Interaction
+from recloop.learning.online.results import UpdateOutcome, UpdateResult
 from recloop.learning.online.update import apply_update, online_hyperparameters
 from recloop.models.bundle import ModelKind
 from recloop.serving.champion import TrainedModel
@@ -44,20 +46,32 @@ class OnlineLearning(StaticModel):
             self.outcomes["not_updated"] += 1
             return
         self.step += 1
+        started = time.perf_counter()
         result = apply_update(
             self.served.kind, self.served.model, events, self.hyperparameters, reversed(self.served_log)
         )
+        record = UpdateResult.of(result, self.served.version, len(events), (time.perf_counter() - started) * 1000)
         self.served_log = self.served_log[-self.context.settings.feature_log_cap :]
         if result.refit is not None:
             self.outcomes["ranker_refit_kept" if result.refit.improved else "ranker_refit_dropped"] += 1
         self.outcomes["mf_step_kept" if result.step.improved else "mf_step_dropped"] += 1
         if result.improved:
+            record.to_version = self.publish(result.model, events, record)
+            record.outcome = UpdateOutcome.PUBLISHED
             self.served = TrainedModel(
-                f"online-{self.step}", self.kind, result.model, self.context.store, self.context.settings
+                record.to_version, self.kind, result.model, self.context.store, self.context.settings
             )
             self.outcomes["published"] += 1
         else:
             self.outcomes["rolled_back"] += 1
+        self.updated(record)
+
+    def publish(self, model: Any, events: list[Interaction], record: UpdateResult) -> str:
+        """The version name an update that passed its held-out check is served under."""
+        return f"online-{self.step}"
+
+    def updated(self, record: UpdateResult) -> None:
+        """What a configuration keeps of each update (nothing here)."""
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "updates": dict(self.outcomes)}

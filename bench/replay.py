@@ -17,9 +17,14 @@ documented in ``bench.peers``, chosen without the stream half of any run.
 Configurations are named in ``bench.configs.CONFIGS``; a module passed with ``--plugin`` may add its own with
 ``bench.configs.register``.
 
+``--plot FILE.png`` draws HR@10 and NDCG@10 over the stream, each point over a rolling window of positives (a tenth
+of the stream's positives unless ``--plot-window`` says), one line per configuration, with the protocol in the
+caption (bench.plots; needs matplotlib). The JSON report then carries each configuration's curve, a few hundred
+points.
+
 Usage:
-    python -m bench.replay --movietweetings [DIR] [--limit N] [--config NAME ...] [--json]
-    python -m bench.replay --events FILE.csv [--limit N] [--config NAME ...] [--json]
+    python -m bench.replay --movietweetings [DIR] [--limit N] [--config NAME ...] [--json] [--plot FILE.png]
+    python -m bench.replay --events FILE.csv [--limit N] [--config NAME ...] [--json] [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from bench.common import log, redis_server
 from bench.configs import resolve
 from recloop.learning.datasets import load_dataset
 from recloop.learning.evaluation import replay_report
+from recloop.tools.progress import TerminalProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
@@ -82,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", action="append", help=f"repeatable; default {' '.join(DEFAULT_CONFIGS)}")
     parser.add_argument("--plugin", action="append", default=[], help="module to import that register()s configs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--plot", type=Path, help="PNG: HR@10 and NDCG@10 over the stream, per configuration")
+    parser.add_argument("--plot-window", type=int, help="positives per point of --plot (default: a tenth of them)")
     args = parser.parse_args(argv)
 
     for module in args.plugin:
@@ -93,13 +101,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(exc.args[0])
     if args.limit is not None and args.limit < 2:
         parser.error("--limit must be at least 2")
+    if args.plot_window is not None and args.plot_window < 1:
+        parser.error("--plot-window must be at least 1")
     loaded = time.perf_counter()
     dataset = load_dataset(args.events if args.events is not None else args.movietweetings, args.limit)
     log(f"loaded {len(dataset.events)} events from {dataset.source} in {time.perf_counter() - loaded:.1f}s")
 
-    with redis_server() as url:
-        report = replay_report(dataset, systems, url, log=log)
+    with redis_server() as url, TerminalProgress() as progress:
+        report = replay_report(
+            dataset,
+            systems,
+            url,
+            log=log,
+            progress=progress,
+            curves=args.plot is not None,
+            curve_window=args.plot_window,
+        )
     report["protocol"]["command"] = "python -m bench.replay " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.plot is not None:
+        from bench.plots import replay_curves
+
+        log(f"plot: {replay_curves(report, args.plot)}")
     print(json.dumps(report, indent=2) if args.json else table(report))
 
 

@@ -104,6 +104,7 @@ def test_status_before_anything_happened(mlops: ApiClient) -> None:
     assert body["total_updates"] == 0 and body["buffer_size"] == 0 and body["buffer_capacity"] == 40
     assert body["current_version"] is None and body["checkpoints"] == [] and body["update_running"] is False
     assert body["learning_rate"] == 0.001 and body["batch_size"] == 8
+    assert body["recent_updates"] == []
 
 
 def test_status_after_an_update_through_the_stream(mlops: ApiClient, online_update: Any, registry) -> None:
@@ -118,6 +119,10 @@ def test_status_after_an_update_through_the_stream(mlops: ApiClient, online_upda
     assert body["current_version"] == registry.champion(use_cache=False).version != CHAMPION
     assert [c["version"] for c in body["checkpoints"]] == [CHAMPION]
     assert body["last_outcome"] == "published" and body["avg_update_time_ms"] > 0
+    (update,) = body["recent_updates"]
+    assert (update["outcome"], update["events"], update["version"]) == ("published", 40, body["current_version"])
+    assert update["at"] == body["last_update_at"] and update["error_after"] == body["last_error_after"]
+    assert update["error_before"] == body["last_error_before"] and update["update_ms"] > 0
 
 
 def test_status_is_503_when_redis_is_down(mlops: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -169,7 +169,7 @@ class Container:
         from recloop.drift.reports import DriftReports
         from recloop.learning.online.stats import OnlineStats
         from recloop.retraining.launcher import NotConfiguredLauncher, RetrainLauncher, StateMachineLauncher
-        from recloop.retraining.performance import OnlineHeldOutError
+        from recloop.retraining.performance import FirstReading, LiveHitRate, OnlineHeldOutError
         from recloop.retraining.service import RetrainService
 
         arn = self.settings.retrain_state_machine_arn
@@ -178,7 +178,10 @@ class Container:
             if arn
             else NotConfiguredLauncher()
         )
-        performance = OnlineHeldOutError(OnlineStats(self.redis))
+        stats = OnlineStats(self.redis)
+        performance = FirstReading(
+            LiveHitRate(stats, self.settings.performance_min_positives), OnlineHeldOutError(stats)
+        )
         return RetrainService(self.retrain_status, DriftReports(self.objects), performance, launcher, self.settings)
 
     @cached_property

@@ -17,7 +17,8 @@ from recloop.learning.online.buffer import OnlineBuffer
 from recloop.learning.online.checkpoints import MAX_CHECKPOINTS
 from recloop.learning.online.errors import CheckpointNotFoundError, UpdateRunningError
 from recloop.learning.online.learner import OnlineLearner
-from recloop.learning.online.results import UpdateOutcome
+from recloop.learning.online.results import UpdateOutcome, UpdateResult
+from recloop.learning.online.stats import UPDATE_HISTORY_LENGTH, OnlineStats
 from recloop.models.bundle import ModelKind, ModelMetadata
 from recloop.models.mf import MatrixFactorisation
 from recloop.models.online_mf import OnlineHyperparameters, update_mf
@@ -200,6 +201,23 @@ def test_an_update_that_makes_things_worse_is_rolled_back_and_counted(redis_clie
     assert redis_client.llen(Keys.ONLINE_BUFFER) == 0  # the events were used, not kept for a second try
     status = learner.status()
     assert status.total_updates == 1 and status.rollbacks == 1 and status.last_outcome is UpdateOutcome.ROLLED_BACK
+    (point,) = status.recent_updates
+    assert point.outcome is UpdateOutcome.ROLLED_BACK and point.version is None
+    assert (point.error_before, point.error_after) == (result.error_before, result.error_after)
+
+
+def test_the_status_keeps_the_newest_updates_newest_first(redis_client) -> None:
+    stats = OnlineStats(redis_client)
+    for n in range(UPDATE_HISTORY_LENGTH + 5):
+        published = UpdateResult(outcome=UpdateOutcome.PUBLISHED, events=n, to_version=f"v{n}", error_after=0.1)
+        stats.record(published, now=T0 + n)
+    stats.record(UpdateResult(outcome=UpdateOutcome.EMPTY), now=T0 + 999)  # nothing ran: not part of the history
+
+    points = stats.recent_updates()
+
+    assert len(points) == UPDATE_HISTORY_LENGTH
+    assert [p.events for p in points[:2]] == [UPDATE_HISTORY_LENGTH + 4, UPDATE_HISTORY_LENGTH + 3]
+    assert points[0].version == f"v{UPDATE_HISTORY_LENGTH + 4}" and points[0].at == stats.summary()["last_update_at"]
 
 
 def test_one_update_at_a_time(redis_client, registry) -> None:

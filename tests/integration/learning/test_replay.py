@@ -228,3 +228,44 @@ def test_movietweetings_first_3000_events(redis_url: str) -> None:
     assert served["trending"] == cold > 0
     cold_hits = {name: r["hits"] - r["hits_known_users"] for name, r in report["configs"].items()}
     assert cold_hits["trending"] == cold_hits["realtime"] > 0
+
+
+def shifting_tastes(events: int = 1000, seed: int = 3) -> list[Interaction]:
+    """60 users in 3 taste groups, one event every 3 minutes; halfway through, each group's items are replaced by
+    new ones (a catalogue refresh: the warm-up's model knows none of them)."""
+    rng = random.Random(seed)
+    kinds = ["view", "click", "like", "like", "purchase"]
+    out = []
+    for n in range(events):
+        user = rng.randrange(60)
+        era = "new" if n >= events // 2 else "old"
+        item = f"{era}-g{user % 3}-{rng.randrange(12)}"
+        t = T0 + 180 * n
+        out.append(InteractionIn(user_id=f"u{user}", item_id=item, event_type=rng.choice(kinds)).to_event(t))
+    return out
+
+
+def test_full_loop_retrains_through_the_products_triggers_on_the_datas_clock(redis_url: str) -> None:
+    events = shifting_tastes()
+    result = replay_system(
+        "full_loop", resolve("full_loop"), events, redis_url, overrides={"MIN_NEW_INTERACTIONS": "200"}
+    )
+    details = result["details"]
+
+    stream = events[len(events) // 2 :]
+    # The drift check ran once per hour boundary the stream crossed (the schedule's rate, on the data's clock).
+    hours = {int(e.timestamp // 3600) for e in stream}
+    assert details["drift_checks"] == len(hours) - 1
+    retrains = details["retrains"]
+    assert retrains, details["retrain_metrics"]
+    assert details["retrain_metrics"]["total_retrains"] == len(retrains)
+    assert details["retrain_metrics"]["failed_retrains"] == 0
+    for run in retrains:
+        assert run["trigger"] in ("drift", "volume", "performance", "schedule")
+        # Named after its trigger and the data's time (2023), as the state machine's executions are.
+        assert run["execution_name"].startswith(f"retrain-{run['trigger']}-2023")
+        assert len(events) // 2 < run["events"] <= len(events)  # the warm-up and the stream so far
+        # The gate compared it with the model in service on the same holdout, and said so.
+        assert run["gate"].startswith("passed" if run["promoted"] else "refused"), run["gate"]
+    counted = details["retrain_metrics"]
+    assert counted["volume_triggered_retrains"] + counted["drift_triggered_retrains"] >= 1

@@ -23,9 +23,9 @@ from recloop.learning.online.results import UpdateOutcome, UpdateResult
 from recloop.learning.online.stats import OnlineStats
 from recloop.retraining.launcher import NotConfiguredLauncher, RetrainingNotConfiguredError
 from recloop.retraining.model import RetrainRun, RetrainTrigger, RunOutcome
-from recloop.retraining.performance import OnlineHeldOutError
+from recloop.retraining.performance import FirstReading, LiveHitRate, OnlineHeldOutError
 from recloop.retraining.service import RetrainInProgressError, RetrainService, UnknownRetrainRunError
-from recloop.retraining.status import RetrainStatusStore
+from recloop.retraining.status import RECENT_RUNS, RetrainStatusStore
 from tests.support.environment import TEST_BUCKET
 from tests.support.learning import tastes
 from tests.support.retraining import drift_report
@@ -34,6 +34,7 @@ from tests.support.stream import records
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LOCK_SECONDS = 3600
 SETTINGS = Settings.model_validate({"MIN_NEW_INTERACTIONS": 100, "RETRAIN_INTERVAL_HOURS": 24})
+MIN_POSITIVES = 200
 
 
 class RecordingLauncher:
@@ -92,7 +93,9 @@ def service(
     redis_client: redis.Redis,
     clock: Clock,
 ) -> RetrainService:
-    performance = OnlineHeldOutError(OnlineStats(redis_client))
+    stats = OnlineStats(redis_client)
+    # As the container composes it: the live hit rate where a ranker serves, else the held-out error.
+    performance = FirstReading(LiveHitRate(stats, MIN_POSITIVES), OnlineHeldOutError(stats))
     return RetrainService(store, reports, performance, launcher, SETTINGS, clock=clock)
 
 
@@ -110,7 +113,7 @@ def test_an_empty_status_reads_as_never_retrained(store: RetrainStatusStore) -> 
     assert status.new_interactions_since_retrain == 0
     assert status.last_drift_score is None
     assert status.metrics.total_retrains == 0
-    assert status.last_run is None
+    assert status.last_run is None and status.recent_runs == []
 
 
 def test_the_lock_is_held_by_one_run_and_carries_a_ttl(store: RetrainStatusStore, redis_client: redis.Redis) -> None:
@@ -137,6 +140,20 @@ def test_only_the_holder_releases_the_lock(store: RetrainStatusStore) -> None:
     assert store.read().retraining_in_progress
     store.release("retrain-manual-20261201T120000Z")
     assert not store.read().retraining_in_progress
+
+
+def test_the_status_lists_the_newest_finished_runs_newest_first(store: RetrainStatusStore) -> None:
+    for n in range(RECENT_RUNS + 3):
+        run = a_run(f"retrain-manual-20261201T12{n:02d}00Z")
+        assert store.begin(run)
+        store.end(run.model_copy(update={"outcome": RunOutcome.SUCCEEDED, "finished_at": NOW.isoformat()}))
+    assert store.begin(a_run("retrain-manual-20261201T130000Z"))  # running: the last run, not yet a finished one
+
+    status = store.read()
+
+    assert len(status.recent_runs) == RECENT_RUNS
+    assert status.recent_runs[0].execution_name == f"retrain-manual-20261201T12{RECENT_RUNS + 2:02d}00Z"
+    assert status.last_run is not None and status.last_run.outcome is RunOutcome.RUNNING
 
 
 # ---- the service -----------------------------------------------------------------------------------------------------
@@ -227,6 +244,54 @@ def test_the_performance_trigger_reads_online_learnings_held_out_error(
     assert result.reason == "Performance degraded (online_held_out_error 0.9000 vs baseline 0.5800, 55% worse)"
 
 
+def judged_updates(stats: OnlineStats, rates: list[float], start: datetime, judged: int = 100) -> None:
+    """One online update per rate, a minute apart, each judging `judged` positive events against served lists."""
+    for n, rate in enumerate(rates):
+        result = UpdateResult(
+            outcome=UpdateOutcome.PUBLISHED, events=500, served_judged=judged, served_hits=round(rate * judged)
+        )
+        stats.record(result, now=(start + timedelta(minutes=n)).timestamp())
+
+
+def test_the_performance_trigger_reads_the_champions_live_hit_rate(
+    service: RetrainService, redis_client: redis.Redis
+) -> None:
+    stats = OnlineStats(redis_client)
+    # Baseline: 6 updates at 30%; now: the newest 200 judged events at 15%.
+    judged_updates(stats, [0.30] * 6 + [0.15, 0.15], NOW - timedelta(hours=1))
+    result = service.request(force=False)
+    assert result.trigger is RetrainTrigger.PERFORMANCE
+    assert result.reason == "Performance degraded (live_hit_rate_at_10 0.1500 vs baseline 0.3000, 50% worse)"
+
+
+@pytest.mark.parametrize(
+    ("rates", "why"),
+    [
+        ([0.30] * 6 + [0.27, 0.27], "a drop of 10% is within PERFORMANCE_DROP_THRESHOLD (20%)"),
+        ([0.30, 0.15, 0.15], "the baseline rests on 100 judged events, fewer than PERFORMANCE_MIN_POSITIVES"),
+        ([0.30] * 6 + [0.20], "one bad update of 100 judged events is half of the current window: 25% vs 30%"),
+    ],
+)
+def test_the_live_hit_rate_does_not_fire_on_a_small_drop_or_too_little_evidence(
+    service: RetrainService, redis_client: redis.Redis, rates: list[float], why: str
+) -> None:
+    judged_updates(OnlineStats(redis_client), rates, NOW - timedelta(hours=1))
+    assert service.request(force=False).trigger is None, why
+
+
+def test_after_a_retrain_the_live_hit_rate_baseline_starts_again(
+    service: RetrainService, redis_client: redis.Redis, clock: Clock
+) -> None:
+    stats = OnlineStats(redis_client)
+    judged_updates(stats, [0.40] * 6, NOW - timedelta(hours=2))
+    started = service.request(force=True)
+    service.record_finished(started.execution_name or "")
+    # The new model's traffic: steady at 20%. Compared with the old model's 40% it would look 50% worse.
+    judged_updates(stats, [0.20] * 6, NOW + timedelta(minutes=1))
+    clock.now = NOW + timedelta(hours=1)
+    assert service.request(force=False).trigger is None
+
+
 def test_a_success_resets_the_count_to_what_arrived_during_the_run(
     service: RetrainService, store: RetrainStatusStore, clock: Clock
 ) -> None:
@@ -241,6 +306,7 @@ def test_a_success_resets_the_count_to_what_arrived_during_the_run(
     assert status.new_interactions_since_retrain == 7
     assert status.last_retrain_time == "2026-12-01T13:00:00+00:00"
     assert status.last_run is not None and status.last_run.finished_at == "2026-12-01T13:00:00+00:00"
+    assert status.recent_runs == [finished]
 
 
 def test_a_failure_is_recorded_counted_once_and_releases_the_lock(
@@ -257,6 +323,7 @@ def test_a_failure_is_recorded_counted_once_and_releases_the_lock(
     assert status.last_retrain_time is None
     assert status.new_interactions_since_retrain == 10
     assert status.last_run is not None and status.last_run.error == "States.TaskFailed: the archive is empty"
+    assert status.recent_runs == [failed]  # once, though its task was retried
 
 
 def test_the_state_machine_records_the_execution_it_runs(service: RetrainService) -> None:

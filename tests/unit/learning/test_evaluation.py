@@ -13,9 +13,11 @@ from recloop.learning.evaluation import (
     ProtocolViolationError,
     ReplayContext,
     ReplayRun,
+    default_curve_window,
     evaluate_offline,
     offline_store,
     ratio,
+    rolling_curve,
     warmup_split,
 )
 from recloop.learning.training import comparable_hr, train_candidate
@@ -98,3 +100,30 @@ def test_the_harness_stops_a_system_recommending_seen_items() -> None:
     run.remember(HISTORY)
     with pytest.raises(ProtocolViolationError, match="already seen"):
         run.stream(events(("u", "Y", "purchase"), start=10))
+
+
+# Six positives in stream order: hit at rank 1, miss, rank 3, miss, rank 1, rank 2.
+RANKS = [1, None, 3, None, 1, 2]
+
+
+def test_a_rolling_curve_scores_each_window_of_positives() -> None:
+    curve = rolling_curve(RANKS, window=2)
+    assert curve["window"] == 2
+    assert curve["positives"] == [2, 3, 4, 5, 6]  # full windows only
+    assert curve["hr_at_10"] == [0.5, 0.5, 0.5, 0.5, 1.0]
+    third, sixth = 1 / math.log2(4), 1 / math.log2(3)
+    assert curve["ndcg_at_10"] == pytest.approx([0.5, third / 2, third / 2, 0.5, (1 + sixth) / 2], abs=1e-6)
+
+
+def test_a_rolling_curve_keeps_a_few_evenly_spaced_points() -> None:
+    curve = rolling_curve(RANKS, window=2, points=3)
+    assert curve["positives"] == [2, 4, 6]
+    assert curve["hr_at_10"] == [0.5, 0.5, 1.0]
+    long = rolling_curve([1, None] * 50_000, window=1_000)
+    assert len(long["positives"]) == 200 and long["positives"][-1] == 100_000
+    assert set(long["hr_at_10"]) == {0.5}
+
+
+def test_a_window_longer_than_the_stream_gives_no_points() -> None:
+    assert rolling_curve(RANKS, window=7) == {"window": 7, "positives": [], "hr_at_10": [], "ndcg_at_10": []}
+    assert default_curve_window(5) == 10 and default_curve_window(12_345) == 1_234

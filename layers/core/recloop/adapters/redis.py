@@ -95,6 +95,7 @@ class Keys:
     ONLINE_BUFFER = "{olb}:buffer"
     ONLINE_LOCK = "{olb}:lock"
     ONLINE_STATS = "{olb}:stats"
+    ONLINE_UPDATES = "{olb}:updates"  # each update (JSON, newest first, capped): the status, the performance trigger
     ONLINE_SEQUENCE = "{olb}:seq"  # the last sequence number given to a buffered event
     ONLINE_CONSUMED = "{olb}:consumed"  # the sequence through which updates have consumed the buffer
     ONLINE_BUFFER_ID = "{olb}:id"  # this buffer's identity (a Redis that lost its data starts a new one)
@@ -107,6 +108,7 @@ class Keys:
     RETRAIN_LOCK = "{rt}:lock"  # the execution name of the retrain that holds it, with a TTL
     RETRAIN_STATUS = "{rt}:status"
     RETRAIN_NEW_INTERACTIONS = "{rt}:new"  # events applied for the first time since the last successful retrain
+    RETRAIN_RUNS = "{rt}:runs"  # the finished runs (JSON, newest first, capped)
 
     # What a decay rescale rewrites (recloop.features.store.FeatureStore.rescale_decay): SCAN patterns, and the
     # popularity ranking's replacement, built aside and renamed over it (same slot: the hash tag is its name).
@@ -165,6 +167,11 @@ class Keys:
     @staticmethod
     def metrics_latency(endpoint: str, minute: int) -> str:
         return f"recloop:lat:{endpoint}:{minute}"
+
+    @staticmethod
+    def metrics_events(minute: int) -> str:
+        """Hash event type -> events applied in that minute (epoch minute), for the event rates over time."""
+        return f"recloop:evm:{minute}"
 
     # Experiments (recloop.experiments.counters): everything about one experiment shares the hash tag {x:<id>}, so
     # claiming an outcome and counting it is one script.

@@ -58,6 +58,8 @@ class Settings(BaseModel):
     # baseline rests on at least PERFORMANCE_MIN_SAMPLES readings (a young baseline is noise).
     performance_drop_threshold: float = Field(0.2, alias="PERFORMANCE_DROP_THRESHOLD", gt=0, lt=1)
     performance_min_samples: int = Field(5, alias="PERFORMANCE_MIN_SAMPLES", ge=1, le=1_000_000)
+    # The live hit rate's current window and its baseline each rest on at least this many judged positive events.
+    performance_min_positives: int = Field(200, alias="PERFORMANCE_MIN_POSITIVES", ge=1, le=1_000_000)
     # The retrain state machine (empty: retraining cannot be started here), and how long its lock lives: longer than
     # the longest retrain, so the lock of an execution that died expires and the next one may start.
     retrain_state_machine_arn: str = Field("", alias="RETRAIN_STATE_MACHINE_ARN")
@@ -126,6 +128,8 @@ class Settings(BaseModel):
     cooccurrence_window: int = Field(20, alias="COOCCURRENCE_WINDOW", ge=1, le=200)
     cooccurrence_cap: int = Field(200, alias="COOCCURRENCE_CAP", ge=10, le=10_000)
     popularity_prior_weight: float = Field(0.2, alias="POPULARITY_PRIOR_WEIGHT", ge=0)
+    # How long a recommend instance reuses what every event moves a little: the top of the popularity and trending
+    # rankings, items' popularity and items' co-occurrence neighbours (0: read every request).
     popularity_cache_seconds: float = Field(1.0, alias="POPULARITY_CACHE_SECONDS", ge=0, le=3600)
     attribution_window_seconds: int = Field(86_400, alias="ATTRIBUTION_WINDOW_SECONDS", ge=60, le=30 * 86_400)
     max_recommendations: int = Field(100, alias="MAX_RECOMMENDATIONS", ge=1, le=1000)

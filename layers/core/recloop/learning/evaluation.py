@@ -18,6 +18,10 @@ Protocol:
 A ratio over nothing (no positives, no known users, an empty catalogue) is None: not measured, rather than a
 zero that would read as a measured failure.
 
+Asked for curves, each result also carries HR@k and NDCG@k over a rolling window of consecutive positives, at a
+few hundred points along the stream (``rolling_curve``): how the metric moves as the system learns, in a report
+that stays small however long the stream.
+
 Systems are objects implementing ``ReplaySystem``, built with a ``ReplayContext`` (settings, Redis client,
 feature store). ``replay_system`` runs one against a real Redis; ``evaluate_offline`` runs a Recommender over
 the in-process store, as training does.
@@ -25,6 +29,7 @@ the in-process store, as training does.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -35,6 +40,7 @@ from typing import Any, Protocol
 
 from recloop.adapters.redis import RedisClient, connect
 from recloop.core.events import POSITIVE_EVENTS, Interaction, K
+from recloop.core.progress import Progress, no_progress
 from recloop.core.settings import Settings
 from recloop.features.memory_redis import MemoryRedis
 from recloop.features.store import FeatureStore
@@ -45,6 +51,10 @@ from recloop.serving.recommender import Recommender
 WARMUP_FRACTION = 0.5
 INGEST_BATCH = 500
 PROGRESS_EVERY = 10_000
+# A rolling curve's points along the stream, and its default window: a tenth of the stream's positives (at least 10).
+CURVE_POINTS = 200
+CURVE_WINDOW_SHARE = 0.1
+MIN_CURVE_WINDOW = 10
 # RecLoop settings of a replay against Redis: defaults, except that the popularity cache (1 s of wall time by
 # default) is off, because a replay packs hours of event time into each second.
 REPLAY_SETTINGS_OVERRIDES = {"POPULARITY_CACHE_SECONDS": "0"}
@@ -118,6 +128,31 @@ def dataset_summary(dataset: Dataset) -> dict[str, Any]:
         "stream_positives_on_items_never_seen_before": on_new,
         "hr_at_10_upper_bound": ratio(positives - on_seen - on_new, positives),
     }
+
+
+def rolling_curve(ranks: Sequence[int | None], window: int, k: int = K, points: int = CURVE_POINTS) -> dict[str, Any]:
+    """HR@k and NDCG@k over the last `window` positives, at up to `points` evenly spaced positives of the stream.
+
+    `ranks` holds each positive's rank in its list, in stream order (None: a miss). Only full windows count, so
+    the curve starts at positive `window`; ``positives`` is the number evaluated when each window ends. Empty
+    when the stream has fewer positives than the window."""
+    hits = [0, *itertools.accumulate(rank is not None for rank in ranks)]
+    gains = [0.0, *itertools.accumulate(0.0 if rank is None else 1.0 / math.log2(rank + 1) for rank in ranks)]
+    count = len(ranks)
+    ends: list[int] = []
+    if window >= 1 and count >= window:
+        steps = max(1, min(points, count - window + 1) - 1)
+        ends = sorted({window + round(n * (count - window) / steps) for n in range(steps + 1)})
+    return {
+        "window": window,
+        "positives": ends,
+        f"hr_at_{k}": [round((hits[end] - hits[end - window]) / window, 6) for end in ends],
+        f"ndcg_at_{k}": [round((gains[end] - gains[end - window]) / window, 6) for end in ends],
+    }
+
+
+def default_curve_window(stream_positives: int) -> int:
+    return max(MIN_CURVE_WINDOW, int(stream_positives * CURVE_WINDOW_SHARE))
 
 
 # -- systems ----------------------------------------------------------------------------------------------------
@@ -231,11 +266,20 @@ class ReplayRun:
     """One system's pass over the events: counters, each user's seen items, pending ingests."""
 
     def __init__(
-        self, name: str, context: ReplayContext, system: ReplaySystem, k: int = K, trace: list[Judgement] | None = None
+        self,
+        name: str,
+        context: ReplayContext,
+        system: ReplaySystem,
+        k: int = K,
+        trace: list[Judgement] | None = None,
+        *,
+        progress: Progress = no_progress,
     ) -> None:
         self.name, self.context, self.system, self.k, self.trace = name, context, system, k, trace
+        self.progress = progress
         self.seen: dict[str, set[str]] = {}
         self.everyone, self.known_users = Score(), Score()
+        self.ranks: list[int | None] = []  # each positive's, in stream order (the rolling curves)
         self.pending: list[Interaction] = []
         self.latencies_ms: list[float] = []
         self.catalogue: set[str] = set()
@@ -248,7 +292,9 @@ class ReplayRun:
             self.catalogue.add(event.item_id)
 
     def warm_up(self, warmup: Sequence[Interaction]) -> None:
-        self.context.apply(warmup)
+        for start in range(0, len(warmup), INGEST_BATCH):
+            self.context.apply(warmup[start : start + INGEST_BATCH])
+            self.progress(f"{self.name}: warm-up", min(start + INGEST_BATCH, len(warmup)), len(warmup))
         self.remember(warmup)
 
     def flush(self) -> None:
@@ -273,6 +319,7 @@ class ReplayRun:
             )
         rank = recommended.index(event.item_id) + 1 if event.item_id in recommended else None
         self.everyone.add(rank)
+        self.ranks.append(rank)
         if user_seen is not None:
             self.known_users.add(rank)
         self.recommended.update(recommended)
@@ -292,6 +339,7 @@ class ReplayRun:
         started = time.perf_counter()
         for n, event in enumerate(events, 1):
             self.step(first_index + n - 1, event)
+            self.progress(f"{self.name}: stream", n, len(events))
             if log is not None and n % PROGRESS_EVERY == 0:
                 so_far = ratio(self.everyone.hits, self.everyone.positives)
                 elapsed = time.perf_counter() - started
@@ -312,7 +360,7 @@ class ReplayRun:
             "positives_known_users": known.positives,
         }
 
-    def result(self, seconds: Mapping[str, float]) -> dict[str, Any]:
+    def result(self, seconds: Mapping[str, float], curve_window: int | None = None) -> dict[str, Any]:
         details = self.system.details() if hasattr(self.system, "details") else None
         return {
             **self.metrics(),
@@ -321,6 +369,7 @@ class ReplayRun:
             **{f"{part}_seconds": round(value, 2) for part, value in seconds.items()},
             "recommend_latency": timing_summary(self.latencies_ms),
             **({"details": details} if details is not None else {}),
+            **({"curve": rolling_curve(self.ranks, curve_window, self.k)} if curve_window is not None else {}),
         }
 
 
@@ -333,9 +382,14 @@ def replay_system(
     k: int = K,
     trace: list[Judgement] | None = None,
     log: Log | None = None,
+    progress: Progress = no_progress,
+    curve_window: int | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run one system over the events against the Redis at ``redis_url`` (flushed before and after)."""
-    settings = Settings.from_env({"REDIS_URL": redis_url, **REPLAY_SETTINGS_OVERRIDES})
+    """Run one system over the events against the Redis at ``redis_url`` (flushed before and after); with a
+    `curve_window`, the result has its rolling curve (``rolling_curve``). `overrides`: settings (by their
+    environment names) on top of the replay's."""
+    settings = Settings.from_env({"REDIS_URL": redis_url, **REPLAY_SETTINGS_OVERRIDES, **(overrides or {})})
     client = connect(settings)
     client.flushdb()
     context = ReplayContext(settings, client, FeatureStore(client, settings, historical=True))
@@ -343,9 +397,10 @@ def replay_system(
     started = time.perf_counter()
     system = factory(context)
     try:
-        run = ReplayRun(name, context, system, k, trace)
+        run = ReplayRun(name, context, system, k, trace, progress=progress)
         run.warm_up(warmup)
         warmed = time.perf_counter()
+        progress(f"{name}: fit")
         system.fit(warmup)
         fitted = time.perf_counter()
         if log is not None:
@@ -354,7 +409,7 @@ def replay_system(
         run.stream(stream, len(warmup), log)
         finished = time.perf_counter()
         seconds = {"wall": finished - started, "warmup_ingest": warmed - started, "fit": fitted - warmed}
-        result = run.result({**seconds, "stream": finished - fitted})
+        result = run.result({**seconds, "stream": finished - fitted}, curve_window)
     finally:
         system.close()
         client.flushdb()
@@ -366,11 +421,23 @@ def replay_system(
 
 
 def replay_report(
-    dataset: Dataset, systems: Mapping[str, SystemFactory], redis_url: str, *, k: int = K, log: Log | None = None
+    dataset: Dataset,
+    systems: Mapping[str, SystemFactory],
+    redis_url: str,
+    *,
+    k: int = K,
+    log: Log | None = None,
+    progress: Progress = no_progress,
+    curves: bool = False,
+    curve_window: int | None = None,
 ) -> dict[str, Any]:
-    """The dataset's summary, the protocol's parameters and each system's result, in the order given."""
+    """The dataset's summary, the protocol's parameters and each system's result, in the order given.
+
+    With `curves`, each result has its rolling curve over `curve_window` positives (default: a tenth of the
+    stream's positives, ``default_curve_window``), and the protocol names the window."""
+    summary = dataset_summary(dataset)
     report: dict[str, Any] = {
-        "dataset": dataset_summary(dataset),
+        "dataset": summary,
         "protocol": {
             "k": k,
             "warmup_fraction": WARMUP_FRACTION,
@@ -379,8 +446,14 @@ def replay_report(
         },
         "configs": {},
     }
+    window = None
+    if curves:
+        window = curve_window or default_curve_window(summary["stream_positives"])
+        report["protocol"]["curve_window_positives"] = window
     for name, factory in systems.items():
-        report["configs"][name] = replay_system(name, factory, dataset.events, redis_url, k=k, log=log)
+        report["configs"][name] = replay_system(
+            name, factory, dataset.events, redis_url, k=k, log=log, progress=progress, curve_window=window
+        )
     return report
 
 
@@ -400,6 +473,8 @@ def evaluate_offline(
     holdout: Sequence[Interaction],
     model: Callable[[FeatureStore], ServedModel | None] | None = None,
     k: int = K,
+    *,
+    progress: Progress = no_progress,
 ) -> dict[str, float | None]:
     """HR@k, NDCG@k and coverage of a model (None: the built-in scorers) on a holdout after `history`.
 
@@ -411,7 +486,7 @@ def evaluate_offline(
     served = model(store) if model is not None else None  # built on the warm store, as a loaded champion is
     context = ReplayContext(settings, store.redis, store)
     system = RecommenderSystem(context, (lambda: served) if served is not None else None, log=False)
-    run = ReplayRun("offline", context, system, k)
+    run = ReplayRun("holdout evaluation", context, system, k, progress=progress)
     run.remember(history)
     run.stream(holdout)
     return run.metrics()

@@ -75,3 +75,4 @@ class RetrainStatus(BaseModel):
     metrics: RetrainMetrics
     last_run: RetrainRun | None
     execution: ExecutionView | None = Field(None, description="the last run's execution, where Step Functions runs it")
+    recent_runs: list[RetrainRun] = Field(default_factory=list, description="the finished runs, newest first")

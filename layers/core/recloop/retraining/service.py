@@ -138,7 +138,9 @@ class RetrainService:
         latest = self._latest_drift()
         if latest is not None:
             self.store.record_drift_score(latest.drift_score)
-        return decide(now, self.store.read(), self.settings, latest, self.performance.reading())
+        status = self.store.read()
+        since = datetime.fromisoformat(status.last_retrain_time) if status.last_retrain_time else None
+        return decide(now, status, self.settings, latest, self.performance.reading(since))
 
     def record_started(
         self, name: str, trigger: RetrainTrigger, reason: str, execution_arn: str | None = None

@@ -5,9 +5,10 @@
 - the status hash (Keys.RETRAIN_STATUS): the metrics, last_retrain_time, last_drift_score, counting_since, the last
   run (JSON) and the new-interaction count when it started;
 - the new-interaction count (Keys.RETRAIN_NEW_INTERACTIONS): events applied for the first time since the last
-  successful retrain, INCRBY by the stream consumer once per batch.
+  successful retrain, INCRBY by the stream consumer once per batch;
+- the finished runs (Keys.RETRAIN_RUNS), newest first, the last RECENT_RUNS of them.
 
-The three keys share one hash tag, so a run begins in one script (lock and run together) and its end is recorded in
+The keys share one hash tag, so a run begins in one script (lock and run together) and its end is recorded in
 one transaction before its lock is released.
 """
 
@@ -33,6 +34,8 @@ COUNTING_SINCE = "counting_since"
 # The new-interaction count when the last run began: a success subtracts it, so what arrived during the run still
 # counts towards the next one.
 INTERACTIONS_AT_START = "interactions_at_start"
+# Finished runs the status lists (Keys.RETRAIN_RUNS).
+RECENT_RUNS = 20
 
 # Take the lock if free and record the run in the same step: nobody sees a lock without its run.
 _BEGIN = """
@@ -60,7 +63,8 @@ class RetrainStatusStore:
         pipe.get(Keys.RETRAIN_LOCK)
         pipe.hgetall(Keys.RETRAIN_STATUS)
         pipe.get(Keys.RETRAIN_NEW_INTERACTIONS)
-        owner, fields, new_interactions = pipe.execute()
+        pipe.lrange(Keys.RETRAIN_RUNS, 0, -1)
+        owner, fields, new_interactions, runs = pipe.execute()
         fields = {_text(k): _text(v) for k, v in fields.items()}
         metrics = {name: int(fields.get(name, 0)) for name in RetrainMetrics.model_fields}
         return RetrainStatus(
@@ -73,6 +77,7 @@ class RetrainStatusStore:
             counting_since=fields.get(COUNTING_SINCE) or None,
             metrics=RetrainMetrics(**metrics),
             last_run=RetrainRun.model_validate_json(fields[LAST_RUN]) if fields.get(LAST_RUN) else None,
+            recent_runs=[RetrainRun.model_validate_json(run) for run in runs],
         )
 
     def add_new_interactions(self, count: int) -> None:
@@ -111,6 +116,8 @@ class RetrainStatusStore:
         """Record the finished `run` (it must be the last run), update the counters, and release its lock."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(Keys.RETRAIN_STATUS, LAST_RUN, run.model_dump_json())
+        pipe.lpush(Keys.RETRAIN_RUNS, run.model_dump_json())
+        pipe.ltrim(Keys.RETRAIN_RUNS, 0, RECENT_RUNS - 1)
         if run.outcome is RunOutcome.SUCCEEDED:
             started_with = int(self.redis.hget(Keys.RETRAIN_STATUS, INTERACTIONS_AT_START) or 0)
             pipe.decrby(Keys.RETRAIN_NEW_INTERACTIONS, started_with)

@@ -4,8 +4,8 @@ Precedence, first match wins (the reason names the most specific cause):
 1. a retrain in progress: never a second one;
 2. drift: the latest drift report found drift (DRIFT_THRESHOLD is applied by the detector, with the
    Benjamini-Hochberg correction) and was checked after the last successful retrain, whose model it does not describe;
-3. performance: the champion's live quality is worse than its baseline by PERFORMANCE_DROP_THRESHOLD (relative),
-   with at least PERFORMANCE_MIN_SAMPLES observations behind the baseline;
+3. performance: the champion's live quality (recloop.retraining.performance) is worse than its baseline by
+   PERFORMANCE_DROP_THRESHOLD (relative), with at least PERFORMANCE_MIN_SAMPLES updates behind the baseline;
 4. volume: at least MIN_NEW_INTERACTIONS new interactions since the last successful retrain;
 5. schedule: RETRAIN_INTERVAL_HOURS since the last successful retrain (before the first one: since the triggers were
    first evaluated).

@@ -15,9 +15,9 @@ import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from recloop.core.events import POSITIVE_EVENTS, Interaction
+from recloop.core.events import POSITIVE_EVENTS, Interaction, K
 
 if TYPE_CHECKING:
     from recloop.models.online_ranker import LabelledQueries
@@ -70,6 +70,43 @@ class ServedFeatures:
         data = json.loads(raw)
         rows = np.frombuffer(base64.b64decode(data["r"]), dtype=np.float32).reshape(-1, int(data["w"]))
         return cls(data["u"], float(data["t"]), data["v"], tuple(data["i"]), rows)
+
+
+class ServedHits(NamedTuple):
+    """The live hit rate of served lists over a batch of events: of the positive events that followed a logged
+    recommendation to the same user within the attribution window (`judged`), how many were of an item among that
+    recommendation's K best-scored candidates (`hits`). The replay's HR@10, measured on live traffic."""
+
+    judged: int = 0
+    hits: int = 0
+
+
+def served_hits(
+    served_newest_first: Iterable[ServedFeatures], events: Sequence[Interaction], window_seconds: float, k: int = K
+) -> ServedHits:
+    """Each positive event judged against the user's latest logged recommendation before it, within the window.
+    The log is read newest first, no further back than the window before the oldest positive event."""
+    positives = [event for event in events if event.event_type in POSITIVE_EVENTS]
+    if not positives:
+        return ServedHits()
+    oldest_useful = min(event.timestamp for event in positives) - window_seconds
+    by_user: dict[str, list[ServedFeatures]] = {}  # each user's logged recommendations, newest first
+    wanted = {event.user_id for event in positives}
+    for query in served_newest_first:
+        if query.ts < oldest_useful:
+            break
+        if query.user_id in wanted:
+            by_user.setdefault(query.user_id, []).append(query)
+    judged = hits = 0
+    for event in positives:
+        latest = next(
+            (q for q in by_user.get(event.user_id, ()) if event.timestamp - window_seconds <= q.ts <= event.timestamp),
+            None,
+        )
+        if latest is not None:
+            judged += 1
+            hits += event.item_id in latest.items[:k]  # logged best-first: the first K are the ranker's top K
+    return ServedHits(judged, hits)
 
 
 def labelled_queries(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +37,8 @@ class UpdateResult(BaseModel):
     ranker_ndcg_before: float | None = None
     ranker_ndcg_after: float | None = None
     ranker_updated: bool = False
+    served_judged: int = Field(0, description="positive events that followed a logged recommendation of the champion")
+    served_hits: int = Field(0, description="of those, the ones whose item was in that recommendation's top 10")
 
     @classmethod
     def of(cls, updated: Any, from_version: str, events: int, update_ms: float) -> UpdateResult:
@@ -56,7 +59,14 @@ class UpdateResult(BaseModel):
             ranker_ndcg_before=round(refit.ndcg_before, 6) if refit else None,
             ranker_ndcg_after=round(refit.ndcg_after, 6) if refit else None,
             ranker_updated=bool(refit and refit.improved),
+            served_judged=updated.served_hits.judged if updated.served_hits else 0,
+            served_hits=updated.served_hits.hits if updated.served_hits else 0,
         )
+
+    @property
+    def served_error(self) -> float | None:
+        """The held-out error of the model serving after this update: the updated one if its MF step was kept."""
+        return self.error_after if self.mf_updated else self.error_before
 
     def describe(self) -> str:
         ranker = (
@@ -65,6 +75,37 @@ class UpdateResult(BaseModel):
             else ""
         )
         return f"online update: MF held-out error {self.error_before:.4f} -> {self.error_after:.4f}{ranker}"
+
+
+class UpdatePoint(BaseModel):
+    """One update in the status's history: when, what came of it, and the held-out error before and after."""
+
+    at: str = Field(description="ISO 8601, UTC")
+    outcome: UpdateOutcome
+    events: int
+    error_before: float | None
+    error_after: float | None
+    update_ms: float | None
+    version: str | None = Field(description="the version it published; null when it published none")
+    served_judged: int = Field(0, description="positive events that followed a logged recommendation of the champion")
+    served_hits: int = Field(0, description="of those, the ones whose item was in that recommendation's top 10")
+
+    @classmethod
+    def of(cls, result: UpdateResult, at: str) -> UpdatePoint:
+        return cls(
+            at=at,
+            outcome=result.outcome,
+            events=result.events,
+            error_before=result.error_before,
+            error_after=result.error_after,
+            update_ms=result.update_ms,
+            version=result.to_version if result.outcome is UpdateOutcome.PUBLISHED else None,
+            served_judged=result.served_judged,
+            served_hits=result.served_hits,
+        )
+
+    def epoch_seconds(self) -> float:
+        return datetime.fromisoformat(self.at).timestamp()
 
 
 class OnlineStatus(BaseModel):
@@ -90,3 +131,6 @@ class OnlineStatus(BaseModel):
     learning_rate: float
     batch_size: int
     checkpoints: list[Checkpoint]
+    recent_updates: list[UpdatePoint] = Field(
+        default_factory=list, description="the newest updates, newest first: the held-out error over time"
+    )

@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from recloop.adapters.redis import Keys, RedisClient
-from recloop.learning.online.results import UpdateOutcome, UpdateResult
+from recloop.learning.online.results import UpdateOutcome, UpdatePoint, UpdateResult
+
+# Updates kept in the history: the performance trigger's current window and its trailing baseline.
+HISTORY_UPDATES = 200
+# Of those, the newest the status shows one by one (the dashboard's held-out error over time).
+UPDATE_HISTORY_LENGTH = 50
 
 
 class OnlineStats:
     def __init__(self, redis_client: RedisClient) -> None:
         self.redis = redis_client
 
-    def record(self, result: UpdateResult) -> None:
+    def record(self, result: UpdateResult, now: float | None = None) -> None:
         if result.outcome is UpdateOutcome.EMPTY:
             return
+        now = time.time() if now is None else now
         pipe = self.redis.pipeline(transaction=True)
+        at = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        pipe.lpush(Keys.ONLINE_UPDATES, UpdatePoint.of(result, at).model_dump_json())
+        pipe.ltrim(Keys.ONLINE_UPDATES, 0, HISTORY_UPDATES - 1)
         pipe.hincrby(Keys.ONLINE_STATS, "total_updates", 1)
         pipe.hincrby(Keys.ONLINE_STATS, result.outcome.value, 1)
         if result.update_ms is not None:
             pipe.hincrbyfloat(Keys.ONLINE_STATS, "update_ms_sum", result.update_ms)
             pipe.hincrby(Keys.ONLINE_STATS, "timed_updates", 1)
-            served_error = result.error_after if result.mf_updated else result.error_before
-            pipe.hincrbyfloat(Keys.ONLINE_STATS, "prediction_error_sum", served_error or 0.0)
+            pipe.hincrbyfloat(Keys.ONLINE_STATS, "prediction_error_sum", result.served_error or 0.0)
         pipe.hset(
             Keys.ONLINE_STATS,
             mapping={
-                "last_update_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "last_update_at": at,
                 "last_outcome": result.outcome.value,
                 "last_error_before": "" if result.error_before is None else result.error_before,
                 "last_error_after": "" if result.error_after is None else result.error_after,
@@ -48,6 +57,18 @@ class OnlineStats:
             return None
         return float(last), float(total or 0.0) / int(timed), int(timed)
 
+    def hit_history(self, since: float | None = None) -> list[UpdatePoint]:
+        """The updates that judged the champion's served lists, newest first; only those after `since` (epoch
+        seconds) if given."""
+        points = []
+        for raw in self.redis.lrange(Keys.ONLINE_UPDATES, 0, -1):
+            point = UpdatePoint.model_validate_json(raw)
+            if since is not None and point.epoch_seconds() <= since:
+                break
+            if point.served_judged:
+                points.append(point)
+        return points
+
     def summary(self) -> dict[str, Any]:
         """The status route's view of the counters (averages over timed updates; None where nothing was timed)."""
         stats = {_text(k): _text(v) for k, v in self.redis.hgetall(Keys.ONLINE_STATS).items()}
@@ -67,7 +88,13 @@ class OnlineStats:
             "last_outcome": stats.get("last_outcome"),
             "last_error_before": number("last_error_before"),
             "last_error_after": number("last_error_after"),
+            "recent_updates": self.recent_updates(),
         }
+
+    def recent_updates(self) -> list[UpdatePoint]:
+        """The newest UPDATE_HISTORY_LENGTH updates, newest first."""
+        raw_points = self.redis.lrange(Keys.ONLINE_UPDATES, 0, UPDATE_HISTORY_LENGTH - 1)
+        return [UpdatePoint.model_validate_json(raw) for raw in raw_points]
 
 
 def _text(value: str | bytes) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 
 from recloop.core.events import Interaction
@@ -21,6 +22,7 @@ class UpdatedModel:
     model: Any  # the same kind as the input: MatrixFactorisation or RankerModel
     step: Any  # recloop.models.online_mf.OnlineStep: the MF vectors
     refit: Any = None  # recloop.models.online_ranker.RefitStep: the ranker's leaves (lgbm, enough queries)
+    served_hits: Any = None  # recloop.serving.served_log.ServedHits: the served lists' live hit rate (lgbm)
 
     @property
     def improved(self) -> bool:
@@ -55,10 +57,14 @@ def apply_update(
         return UpdatedModel(step.mf, step)
     from recloop.models.online_ranker import MAX_REFIT_QUERIES, refit_ranker
     from recloop.models.ranker import RankerModel
-    from recloop.serving.served_log import labelled_queries
+    from recloop.serving.served_log import labelled_queries, served_hits
 
+    # The log as far back as any event of the buffer can label it: read once, used twice.
+    oldest_useful = min((event.timestamp for event in events), default=float("inf")) - params.attribution_window_seconds
+    served = list(takewhile(lambda query: query.ts >= oldest_useful, served_newest_first))
+    hits = served_hits(served, events, params.attribution_window_seconds)
     queries = labelled_queries(
-        served_newest_first,
+        served,
         events,
         params.attribution_window_seconds,
         split_at=step.heldout_from,
@@ -68,8 +74,8 @@ def apply_update(
     if len(queries):
         refit = refit_ranker(model, queries, step.heldout_from, params.refit_decay, params.tolerance)
     if refit is not None and refit.improved:
-        return UpdatedModel(RankerModel(step.mf, trees=refit.trees), step, refit)
-    return UpdatedModel(model, step, refit)  # the ranker as it was, its MF updated in place if the step was kept
+        return UpdatedModel(RankerModel(step.mf, trees=refit.trees), step, refit, hits)
+    return UpdatedModel(model, step, refit, hits)  # the ranker as it was, its MF updated in place if the step was kept
 
 
 def published_metadata(parent: Any, events: list[Interaction], params: Any, result: Any, position: Any) -> Any:
