@@ -6,7 +6,7 @@ import redis
 from recloop.adapters.redis import Keys
 from recloop.core.events import Interaction
 from recloop.core.settings import Settings
-from recloop.features.store import FeatureStore, ItemMetadata
+from recloop.features.store import EVENT_MINUTES_TTL_SECONDS, FeatureStore, ItemMetadata
 from recloop.handlers.http.schemas import InteractionIn
 from recloop.serving.context import COOCCURRENCE_MODEL, TRENDING_MODEL
 from recloop.serving.recommender import Recommender
@@ -53,6 +53,19 @@ def test_keys_share_a_cluster_slot_per_user_and_per_item(store: FeatureStore, re
     user_keys = {k for k in keys if k.startswith("{u:u1}")}
     assert {Keys.user_features("u1"), Keys.user_items("u1"), Keys.user_recent("u1")} <= user_keys
     assert Keys.item_cooccurrence("i1") in keys and Keys.item_cooccurrence("i2") in keys
+
+
+def test_applied_events_are_counted_per_minute_of_wall_clock_and_type_once_each(
+    store: FeatureStore, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("recloop.features.store.time.time", lambda: 1_795_780_845.0)  # whatever the events' time
+    batch = [event("u1", "i1", event_id="e-1"), event("u2", "i1", "like"), event("u3", "i2", event_id="e-3")]
+    store.apply_many(batch)
+    store.apply_many(batch[:1])  # a retry: a duplicate, not counted again
+
+    key = Keys.metrics_events(1_795_780_845 // 60)
+    assert redis_client.hgetall(key) == {"click": "2", "like": "1"}
+    assert 0 < redis_client.ttl(key) <= EVENT_MINUTES_TTL_SECONDS
 
 
 def test_same_event_id_counts_once(store: FeatureStore) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 from itertools import batched
-from typing import Any
+from typing import Any, NamedTuple
 
 from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
 from recloop.core.errors import UnavailableError
@@ -45,6 +46,8 @@ APPLY_DEADLINE_SECONDS = 4.0
 RESCALE_PAUSE_LEASE_SECONDS = 600
 # The value of a claim whose event is applied.
 DONE = "done"
+# Events applied per minute and type (Keys.metrics_events) are kept this long; the operations routes read the last hour.
+EVENT_MINUTES_TTL_SECONDS = 2 * 3600
 
 
 class ApplyOutcome(StrEnum):
@@ -95,6 +98,31 @@ class UserProfile:
     @property
     def is_cold(self) -> bool:
         return not self.history
+
+
+# The fields of an item's feature hash (Keys.item_features) its record is read from, in ItemRecord.parse's order.
+ITEM_RECORD_FIELDS = (*(f"cnt:{kind.value}" for kind in EventType), "pos", "first_ts", "last_ts", "cat")
+
+
+class ItemRecord(NamedTuple):
+    """An item's counters as the feature store holds them (the ranker's item features are computed from them)."""
+
+    events: int
+    positives: int  # conversion events
+    first_ts: float  # NaN before the item's first event
+    last_ts: float
+    categories: frozenset[str]
+
+    @classmethod
+    def parse(cls, values: Sequence[str | None]) -> ItemRecord:
+        *counts, positives, first_ts, last_ts, categories = values
+        return cls(
+            events=sum(int(count) for count in counts if count),
+            positives=int(positives) if positives else 0,
+            first_ts=float(first_ts) if first_ts else math.nan,
+            last_ts=float(last_ts) if last_ts else math.nan,
+            categories=frozenset(categories.split("|")) if categories else frozenset(),
+        )
 
 
 @dataclass(frozen=True)
@@ -187,7 +215,16 @@ class FeatureStore:
             recent.insert(0, RecentInteraction(event.item_id, event.event_type, event.timestamp))
             del recent[window:]
             update.set(Keys.user_event_seen(event.user_id, event.event_id), DONE, ex=self._dedup_seconds)
+        self._count_minute(update, [e for e, o in zip(events, outcomes, strict=True) if o is ApplyOutcome.APPLIED])
         return update
+
+    @staticmethod
+    def _count_minute(pipe: Any, applied: Sequence[Interaction]) -> None:
+        """The event rates over time: this minute's count per type, one command per type in the batch."""
+        key = Keys.metrics_events(int(time.time() // 60))
+        for kind, count in Counter(event.event_type.value for event in applied).items():
+            pipe.hincrby(key, kind, count)
+        pipe.expire(key, EVENT_MINUTES_TTL_SECONDS)
 
     def apply_waiting(self, event: Interaction, timeout: float = PENDING_CLAIM_SECONDS + 1.0) -> ApplyOutcome:
         """Apply one event; while another applier holds its pending claim, wait for that claim to be done or to
@@ -358,9 +395,21 @@ class FeatureStore:
     def item_features(self, item_id: str) -> dict[str, str]:
         return self.redis.hgetall(Keys.item_features(item_id))
 
-    def items_features(self, item_ids: Sequence[str]) -> list[dict[str, str]]:
-        """The feature hashes of many items, in one pipeline."""
+    def item_records(self, item_ids: Sequence[str]) -> list[ItemRecord]:
+        """The records of many items, in one pipeline (only the fields a record holds are read)."""
+        return self.popularity_and_records((), item_ids)[1]
+
+    def popularity_and_records(
+        self, popularity_of: Sequence[str], records_of: Sequence[str]
+    ) -> tuple[list[float], list[ItemRecord]]:
+        """The popularity of some items and the records of others, in one pipeline."""
+        if not popularity_of and not records_of:
+            return [], []
         pipe = self.redis.pipeline(transaction=False)
-        for item_id in item_ids:
-            pipe.hgetall(Keys.item_features(item_id))
-        return pipe.execute() if item_ids else []
+        if popularity_of:
+            pipe.zmscore(Keys.POPULARITY, list(popularity_of))
+        for item_id in records_of:
+            pipe.hmget(Keys.item_features(item_id), ITEM_RECORD_FIELDS)
+        replies = pipe.execute()
+        popularity = [score or 0.0 for score in replies.pop(0)] if popularity_of else []
+        return popularity, [ItemRecord.parse(values) for values in replies]

@@ -10,20 +10,38 @@ at request time from their recent items with the same objective, so one event pe
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from recloop.core.events import Interaction
+from recloop.core.progress import Progress, no_progress
 from recloop.models.bundle import ModelBundle, ModelKind, ModelMetadata
 from recloop.models.loading import register_loader
 
 FACTORS_FILE = "mf.npz"
 IDS_FILE = "mf_ids.json"
+
+
+def single_threaded_blas() -> AbstractContextManager[Any]:
+    """BLAS on the calling thread alone, for a request's products. They are too small to share out, and where the
+    CPU is scarce (a Lambda's one vCPU, which reports two; a busy host) BLAS threads wait on each other: a
+    100k-item scan took 10 times longer with two threads than with one on a loaded two-core host."""
+    return _blas_libraries().limit(limits=1)
+
+
+@functools.cache
+def _blas_libraries() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -126,24 +144,46 @@ class MatrixFactorisation:
             return self.user_factors[index]
         return self.fold_in(items, weights)
 
+    def positions(self, items: Sequence[str]) -> np.ndarray:
+        """Each item's row of the item factors; -1 for items the model does not know."""
+        index = self.item_index
+        return np.fromiter((index.get(item, -1) for item in items), dtype=np.int64, count=len(items))
+
     def scores(self, vector: np.ndarray, items: Sequence[str]) -> np.ndarray:
         """Scores of the given items (0 for items the model does not know)."""
-        indexes = np.array([self.item_index.get(item, -1) for item in items], dtype=np.int64)
-        known = indexes >= 0
-        out = np.zeros(len(items), dtype=np.float32)
+        return self.scores_at(vector, self.positions(items))
+
+    def scores_at(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Scores of the items at `positions` (0 where a position is -1)."""
+        known = positions >= 0
+        out = np.zeros(len(positions), dtype=np.float32)
         if known.any():
-            out[known] = self.item_factors[indexes[known]] @ vector
+            out[known] = self.item_factors[positions[known]] @ vector
         return out
 
     def top_items(self, vector: np.ndarray, count: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
-        scores = self.item_factors @ vector
-        want = min(len(scores), count + len(exclude))
+        """The `count` best-scored items, best first, none of `exclude`: one product over the catalogue into a
+        buffer kept between calls, excluded items set to -inf, and a partial sort of the best."""
+        catalogue = len(self.item_ids)
+        scores = self._score_buffer(catalogue)
+        with single_threaded_blas():
+            np.matmul(self.item_factors, vector, out=scores)
+        excluded = [n for item in exclude if (n := self.item_index.get(item)) is not None]
+        scores[excluded] = -np.inf
+        want = min(count, catalogue - len(excluded))
         if want <= 0:
             return []
-        top = np.argpartition(-scores, want - 1)[:want]
-        top = top[np.argsort(-scores[top])]
-        ranked = [(self.item_ids[n], float(scores[n])) for n in top if self.item_ids[n] not in exclude]
-        return ranked[:count]
+        top = np.argpartition(scores, catalogue - want)[catalogue - want :]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        ids = self.item_ids
+        return [(ids[n], score) for n, score in zip(top.tolist(), scores[top].tolist(), strict=True)]
+
+    def _score_buffer(self, size: int) -> np.ndarray:
+        """Scratch space for a catalogue's scores, reused by every request (an instance serves one at a time)."""
+        buffer = self.__dict__.get("_scores")
+        if buffer is None or buffer.shape[0] < size:
+            buffer = self.__dict__["_scores"] = np.empty(size + max(size // 8, 1024), dtype=np.float32)
+        return buffer[:size]
 
     def to_bundle(self, metadata: ModelMetadata) -> ModelBundle:
         buffer = io.BytesIO()
@@ -202,7 +242,12 @@ def interaction_matrix(
     return users, items, rows, cols, prefs, confs
 
 
-def train_mf(events: Sequence[Interaction], params: MFHyperparameters = MFHyperparameters()) -> MatrixFactorisation:
+def train_mf(
+    events: Sequence[Interaction],
+    params: MFHyperparameters = MFHyperparameters(),
+    *,
+    progress: Progress = no_progress,
+) -> MatrixFactorisation:
     users, items, rows, cols, prefs, confs = interaction_matrix(
         events, params.recency_half_life_days, params.dislike_confidence, params.alpha
     )
@@ -211,9 +256,10 @@ def train_mf(events: Sequence[Interaction], params: MFHyperparameters = MFHyperp
     item_factors = rng.normal(0, 0.01, (len(items), params.factors))
     by_user = _group(rows, cols, prefs, confs, len(users))
     by_item = _group(cols, rows, prefs, confs, len(items))
-    for _ in range(params.iterations):
+    for sweep in range(params.iterations):
         user_factors = _sweep(item_factors, by_user, params.regularisation)
         item_factors = _sweep(user_factors, by_item, params.regularisation)
+        progress("MF sweeps", sweep + 1, params.iterations)
     return MatrixFactorisation(
         items,
         item_factors.astype(np.float32),

@@ -40,7 +40,9 @@ class TrainedModel:
         gc.collect()
         gc.freeze()
         if self.kind is ModelKind.LGBM:
-            cooccurrence = CooccurrenceScorer(self.store, self.settings.popularity_prior_weight)
+            cooccurrence = CooccurrenceScorer(
+                self.store, self.settings.popularity_prior_weight, self.settings.popularity_cache_seconds
+            )
             self._scorer: Scorer = RankerScorer(
                 self.model,
                 FeatureBuilder(self.store, self.mf, cooccurrence, self.settings.item_feature_cache_seconds),

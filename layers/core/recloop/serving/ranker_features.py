@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recloop.features.store import FeatureStore
+from recloop.features.store import FeatureStore, ItemRecord
 from recloop.models.mf import MatrixFactorisation
 from recloop.models.ranker import FEATURE_NAMES
 from recloop.serving.context import UserContext
+from recloop.serving.item_cache import ItemCache
 
 if TYPE_CHECKING:
     from recloop.serving.scorers import CooccurrenceScorer
@@ -45,57 +45,10 @@ def user_mf_vector(mf: MatrixFactorisation, ctx: UserContext) -> np.ndarray | No
     return mf.user_vector(ctx.profile.user_id, [i for i, _ in history], [w for _, w in history])
 
 
-@dataclass(frozen=True)
-class ItemRecord:
-    events: int
-    positives: int
-    first_ts: float | None
-    last_ts: float | None
-    categories: frozenset[str]
-
-    @classmethod
-    def parse(cls, raw: dict[str, str]) -> ItemRecord:
-        first, last = raw.get("first_ts"), raw.get("last_ts")
-        return cls(
-            events=sum(int(v) for k, v in raw.items() if k.startswith("cnt:")),
-            positives=int(raw.get("pos", 0)),
-            first_ts=float(first) if first else None,
-            last_ts=float(last) if last else None,
-            categories=frozenset(raw["cat"].split("|")) if raw.get("cat") else frozenset(),
-        )
-
-
-class ItemRecords:
-    """Item records read from the store, reused for at most `max_age` seconds of request time.
-
-    Candidates repeat across requests (popular items above all), and an item's counters move slowly, so a
-    short reuse spares most of the per-request reads. Offline replays use max_age 0: exact point in time.
-    """
-
-    MAX_ENTRIES = 200_000
-
-    def __init__(self, store: FeatureStore, max_age: float) -> None:
-        self.store = store
-        self.max_age = max_age
-        self._cache: dict[str, tuple[float, ItemRecord]] = {}
-
-    def get_many(self, items: Sequence[str], now: float) -> list[ItemRecord]:
-        fresh = {}
-        if self.max_age > 0:
-            fresh = {i: e[1] for i in items if (e := self._cache.get(i)) is not None and now - e[0] <= self.max_age}
-        missing = [item for item in dict.fromkeys(items) if item not in fresh]
-        if missing:
-            for item, raw in zip(missing, self.store.items_features(missing), strict=True):
-                fresh[item] = ItemRecord.parse(raw)
-            if self.max_age > 0:
-                if len(self._cache) > self.MAX_ENTRIES:
-                    self._cache.clear()
-                self._cache.update((item, (now, fresh[item])) for item in missing)
-        return [fresh[item] for item in items]
-
-
 class FeatureBuilder:
-    """The ranker's feature rows for a user's candidates, read from the feature store in one pipeline."""
+    """The ranker's feature rows for a user's candidates: item records from the feature store (one pipeline for
+    those not read within `max_age` seconds of request time), then each feature computed for every candidate
+    at once."""
 
     def __init__(
         self, store: FeatureStore, mf: MatrixFactorisation, cooccurrence: CooccurrenceScorer, max_age: float = 0.0
@@ -103,60 +56,111 @@ class FeatureBuilder:
         self.store = store
         self.mf = mf
         self.cooccurrence = cooccurrence
-        self.records = ItemRecords(store, max_age)
+        self.records: ItemCache[ItemRecord] = ItemCache(store.item_records, max_age)
+
+    def prefetch(self, ctx: UserContext, items: Sequence[str]) -> None:
+        """Reads, in one round trip, what `shortlist` and `rows` will use of these candidates and of the user's
+        recent items and is not held: popularity (into `ctx.popularity`) and records (`ctx.extras`)."""
+        now = ctx.now
+        popularity_cache = self.cooccurrence.popularity
+        wanted = [item for item in dict.fromkeys(items) if item not in ctx.popularity]
+        popularity = popularity_cache.held(wanted, now)
+        popularity_missing = [item for item in wanted if item not in popularity]
+        wanted = list(dict.fromkeys([*items, *(r.item_id for r in ctx.profile.recent)]))
+        records = self.records.held(wanted, now)
+        records_missing = [item for item in wanted if item not in records]
+        scores, read = self.store.popularity_and_records(popularity_missing, records_missing)
+        popularity_cache.keep(zip(popularity_missing, scores, strict=True), now)
+        self.records.keep(zip(records_missing, read, strict=True), now)
+        ctx.popularity.update(popularity)
+        ctx.popularity.update(zip(popularity_missing, scores, strict=True))
+        records.update(zip(records_missing, read, strict=True))
+        ctx.extras["item_records"] = records
 
     def shortlist(self, ctx: UserContext, items: Sequence[str]) -> list[str]:
         """The candidates worth the ranker's time: MF's best, then the best by the built-in score."""
         if len(items) <= MAX_RERANK:
             return list(items)
-        cooc = dict(zip(items, self.cooccurrence.score(ctx, items), strict=True))
+        scores = self.cooccurrence.score(ctx, items)
+        cooc = dict(zip(items, scores, strict=True))
         ctx.extras["cooc_scores"] = cooc
         chosen = dict.fromkeys(i for i in ctx.extras.get("from_mf", [])[:MF_SHORTLIST] if i in cooc)
-        for item in sorted(items, key=lambda i: -cooc[i]):
+        # Best first; a stable sort keeps equal scores in candidate order.
+        for n in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist():
             if len(chosen) >= MAX_RERANK:
                 break
-            chosen[item] = None
+            chosen[items[n]] = None
         return list(chosen)
 
     def rows(self, ctx: UserContext, items: Sequence[str]) -> np.ndarray:
+        """One row per candidate, in FEATURE_NAMES order (float32)."""
+        count = len(items)
         known = ctx.extras.get("cooc_scores")
         if known is not None and all(item in known for item in items):
             cooc = [known[item] for item in items]
         else:
             cooc = self.cooccurrence.score(ctx, items)  # also fills ctx.popularity for every item
         recent = [r.item_id for r in ctx.profile.recent]
-        records = self.records.get_many([*items, *recent], ctx.now)
-        recent_sets = [r.categories for r in records[len(items) :] if r.categories]
-        vector = ctx.extras.get("mf_vector")
-        mf_scores = self.mf.scores(vector, items) if vector is not None else np.zeros(len(items), np.float32)
+        records = self._records(ctx, [*items, *recent])
+        events, positives, first_ts, last_ts = (
+            np.array([record[:4] for record in records[:count]], dtype=np.float64).reshape(count, 4).T
+        )
+        now = ctx.now
+        popularity = np.fromiter((ctx.popularity.get(item, 0.0) for item in items), dtype=np.float64, count=count)
         top_pop = ctx.max_popularity or max(ctx.popularity.values(), default=0.0) or 1.0
+        decayed = popularity / self.store.clock.scale(now) if popularity.any() else popularity
+        positions = self.mf.positions(items)
+        vector = ctx.extras.get("mf_vector")
         profile = ctx.profile
-        user_events_log = math.log1p(sum(profile.event_counts.values()))
         from_cooc = {n for neighbours in ctx.neighbours.values() for n, _ in neighbours}
         from_mf = set(ctx.extras.get("from_mf", ()))
-        now = ctx.now
-        matrix = np.zeros((len(items), len(FEATURE_NAMES)), dtype=np.float32)
-        for n, (item, record) in enumerate(zip(items, records[: len(items)], strict=True)):
-            popularity = ctx.popularity.get(item, 0.0)
-            decayed = self.store.clock.decayed(popularity, now) if popularity else 0.0
-            categories = record.categories
-            affinity = (sum(1 for c in recent_sets if c & categories) / len(recent)) if recent and categories else 0.0
-            first = record.first_ts if record.first_ts is not None else now
-            last = record.last_ts if record.last_ts is not None else now
-            matrix[n] = (
-                mf_scores[n],
-                float(item in self.mf.item_index),
-                cooc[n],
-                math.log1p(max(decayed, 0.0)),
-                popularity / top_pop,
-                record.positives / (record.events + 1.0),
-                math.log1p(record.events),
-                max(now - first, 0.0) / DAY,
-                max(now - last, 0.0) / DAY,
-                user_events_log,
-                profile.engagement,
-                affinity,
-                float(item in from_cooc),
-                float(item in from_mf),
-            )
-        return matrix
+        columns = {
+            "mf_score": self.mf.scores_at(vector, positions) if vector is not None else 0.0,
+            "mf_known": positions >= 0,
+            "cooc_score": cooc,
+            "pop_log": np.log1p(np.maximum(decayed, 0.0)),
+            "pop_share": popularity / top_pop,
+            "item_pos_rate": positives / (events + 1.0),
+            "item_events_log": np.log1p(events),
+            # An item with no event yet is as new and as recently active as can be.
+            "item_age_days": np.maximum(now - np.where(np.isnan(first_ts), now, first_ts), 0.0) / DAY,
+            "item_idle_days": np.maximum(now - np.where(np.isnan(last_ts), now, last_ts), 0.0) / DAY,
+            "user_events_log": math.log1p(sum(profile.event_counts.values())),
+            "user_engagement": profile.engagement,
+            "category_affinity": category_affinity(
+                [r.categories for r in records[:count]], [r.categories for r in records[count:]]
+            ),
+            "from_cooc": np.fromiter((item in from_cooc for item in items), dtype=bool, count=count),
+            "from_mf": np.fromiter((item in from_mf for item in items), dtype=bool, count=count),
+        }
+        rows = np.empty((count, len(FEATURE_NAMES)), dtype=np.float32)
+        for n, name in enumerate(FEATURE_NAMES):
+            rows[:, n] = columns[name]
+        return rows
+
+    def _records(self, ctx: UserContext, items: Sequence[str]) -> list[ItemRecord]:
+        """The items' records: as prefetched for the request, else from the cache or the store."""
+        prefetched: dict[str, ItemRecord] = ctx.extras.get("item_records", {})
+        missing = [item for item in items if item not in prefetched]
+        if not missing:
+            return [prefetched[item] for item in items]
+        read = dict(zip(missing, self.records.get_many(missing, ctx.now), strict=True))
+        return [prefetched[item] if item in prefetched else read[item] for item in items]
+
+
+def category_affinity(candidates: Sequence[frozenset[str]], recent: Sequence[frozenset[str]]) -> np.ndarray:
+    """For each candidate's categories, the share of the user's recent items (with repeats) sharing one."""
+    affinity = np.zeros(len(candidates), dtype=np.float64)
+    # Each category -> the recent positions holding it, as bits: a candidate's matches are the bits of the union.
+    holders: dict[str, int] = {}
+    for position, categories in enumerate(recent):
+        for category in categories:
+            holders[category] = holders.get(category, 0) | (1 << position)
+    if not holders:
+        return affinity
+    for n, categories in enumerate(candidates):
+        matches = 0
+        for category in categories:
+            matches |= holders.get(category, 0)
+        affinity[n] = matches.bit_count()
+    return affinity / len(recent)

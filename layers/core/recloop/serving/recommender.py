@@ -116,8 +116,10 @@ class Recommender:
         self.trending_cache = PopularityCache(store.trending.top, settings.popularity_cache_seconds)
         self.trending_source = PopularitySource(self.trending_cache, trending=True)
         self.trending_scorer = TrendingScorer()
-        self.cooccurrence_source = CooccurrenceSource(store)
-        self.cooccurrence_scorer = CooccurrenceScorer(store, settings.popularity_prior_weight)
+        self.cooccurrence_source = CooccurrenceSource(store, settings.popularity_cache_seconds)
+        self.cooccurrence_scorer = CooccurrenceScorer(
+            store, settings.popularity_prior_weight, settings.popularity_cache_seconds
+        )
 
     def recommend(
         self,

@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from recloop.features.store import FeatureStore
 from recloop.serving.context import COOCCURRENCE_MODEL, POPULARITY_MODEL, TRENDING_MODEL, UserContext
+from recloop.serving.item_cache import ItemCache
 
 if TYPE_CHECKING:  # numpy and the models stay off the import path of functions that serve no trained model
     from recloop.models.mf import MatrixFactorisation
@@ -33,7 +34,7 @@ class PopularityScorer:
         self.store = store
 
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
-        _fill_popularity(self.store, ctx, items)
+        _fill_popularity(ctx, items, self.store.popularity_of)
         return [self.store.clock.decayed(ctx.popularity.get(item, 0.0), ctx.now) for item in items]
 
 
@@ -53,12 +54,14 @@ class CooccurrenceScorer:
 
     model_version = COOCCURRENCE_MODEL
 
-    def __init__(self, store: FeatureStore, popularity_prior_weight: float) -> None:
+    def __init__(self, store: FeatureStore, popularity_prior_weight: float, cache_seconds: float = 0.0) -> None:
         self.store = store
         self.prior = popularity_prior_weight
+        # The popularity of candidates below the cached top of the ranking, reused as long as that top is.
+        self.popularity = ItemCache(store.popularity_of, cache_seconds)
 
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
-        _fill_popularity(self.store, ctx, items)
+        _fill_popularity(ctx, items, lambda missing: self.popularity.get_many(missing, ctx.now))
         totals = dict.fromkeys(items, 0.0)
         position = 0
         for source, neighbours in ctx.neighbours.items():
@@ -76,10 +79,10 @@ class CooccurrenceScorer:
         return [totals[item] + self.prior * ctx.popularity.get(item, 0.0) / top for item in items]
 
 
-def _fill_popularity(store: FeatureStore, ctx: UserContext, items: Sequence[str]) -> None:
+def _fill_popularity(ctx: UserContext, items: Sequence[str], read: Callable[[list[str]], list[float]]) -> None:
     missing = [item for item in items if item not in ctx.popularity]
-    for item, score in zip(missing, store.popularity_of(missing), strict=True):
-        ctx.popularity[item] = score
+    if missing:
+        ctx.popularity.update(zip(missing, read(missing), strict=True))
 
 
 NOT_SHORTLISTED = -1e9
@@ -108,6 +111,7 @@ class RankerScorer:
     def score(self, ctx: UserContext, items: Sequence[str]) -> list[float]:
         if not items:
             return []
+        self.features.prefetch(ctx, items)
         chosen = self.features.shortlist(ctx, items)
         rows = self.features.rows(ctx, chosen)
         scores = self.model.predict(rows)

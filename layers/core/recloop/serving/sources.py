@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from recloop.features.store import FeatureStore
 from recloop.serving.context import UserContext
+from recloop.serving.item_cache import ItemCache
 
 if TYPE_CHECKING:  # numpy stays off the import path of functions that serve no trained model
     from recloop.models.mf import MatrixFactorisation
@@ -89,14 +90,19 @@ class PopularitySource:
 
 
 class CooccurrenceSource:
-    """Neighbours of the user's recent items (positive and negative), read in one pipeline."""
+    """Neighbours of the user's recent items (positive and negative), read in one pipeline.
 
-    def __init__(self, store: FeatureStore) -> None:
+    An item's neighbour list is reused for `cache_seconds` of request time: the lists of popular items recur in
+    most requests, and a second's staleness of one list only misses the links made in that second (the user's
+    own events link items of the user's history, which are never recommended to the user anyway)."""
+
+    def __init__(self, store: FeatureStore, cache_seconds: float = 0.0) -> None:
         self.store = store
+        self.neighbours = ItemCache(lambda items: store.neighbours(items, NEIGHBOURS_PER_ITEM), cache_seconds)
 
     def candidates(self, ctx: UserContext, limit: int) -> list[str]:
         sources = list(dict.fromkeys(r.item_id for r in ctx.profile.recent))
-        for item, neighbours in zip(sources, self.store.neighbours(sources, NEIGHBOURS_PER_ITEM), strict=True):
+        for item, neighbours in zip(sources, self.neighbours.get_many(sources, ctx.now), strict=True):
             ctx.neighbours[item] = neighbours
         return list(dict.fromkeys(n for neighbours in ctx.neighbours.values() for n, _ in neighbours))
 
