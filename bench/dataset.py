@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import EVENT_TYPES, T0, cpu_reference_ms, log, redis_server, zipf_items
+from recloop.tools.progress import TerminalProgress
 
 REGION = "us-east-1"
 SHARDS = 4
@@ -278,7 +279,8 @@ def phase(name: str, endpoint: str, bucket: str) -> dict[str, Any]:
             "events_per_s": round(written / seconds),
         }
     else:
-        dataset = prepare_dataset(objects)
+        with TerminalProgress() as progress:  # drawn on a terminal only: a redirected run measures the same
+            dataset = prepare_dataset(objects, progress=progress)
         seconds = time.perf_counter() - started
         ids = "\n".join(event.event_id for event in dataset).encode()
         ordered = all(a.timestamp <= b.timestamp for a, b in itertools.pairwise(dataset))

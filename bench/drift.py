@@ -25,7 +25,11 @@ Figures, each with its simulation count and Wilson 95% interval:
   a Redis round trip and a fixed numpy workload measured in the same run; and scipy.stats' import in a fresh
   interpreter, which the first check of a new Lambda instance adds (target: a check <= 2 s).
 
-Usage: python -m bench.drift [--json] [--quick] [--workers N] [--only no_drift,mean_shift,...]
+`--plot FILE.png` also draws the distributions of the checks' drift scores and smallest adjusted p-values, one per
+scenario run (no drift, mean shift, mix shift, trivial shift at scale), beside the effect floors and the threshold
+(bench.plots; needs matplotlib).
+
+Usage: python -m bench.drift [--json] [--quick] [--workers N] [--only no_drift,mean_shift,...] [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,8 +176,11 @@ def summarise(report: DriftReport, shifted: str | None) -> dict[str, Any]:
     significant = [
         row.feature for row in report.features if row.adjusted_p_value is not None and row.adjusted_p_value < THRESHOLD
     ]
+    adjusted = [row.adjusted_p_value for row in report.features if row.adjusted_p_value is not None]
     return {
         "alarm": report.drifted,
+        "drift_score": report.drift_score,
+        "min_adjusted_p": min(adjusted, default=1.0),
         "on_shifted": shifted is not None and shifted in report.drifted_features,
         "drifted": report.drifted_features,
         "significant": significant,
@@ -256,7 +264,9 @@ def mean_shift_figure(results: list[dict[str, Any]]) -> dict[str, Any]:
         **rate(results, "alarm"),
         "shift_sd": 0.25,
         "on_the_shifted_feature": rate(results, "on_shifted"),
-        "lowest_feature": min(by_feature.items(), key=lambda pair: pair[1]["rate"])[0],
+        "lowest_feature": min(
+            ((name, r) for name, r in by_feature.items() if r["rate"] is not None), key=lambda pair: pair[1]["rate"]
+        )[0],
         "by_feature": by_feature,
     }
 
@@ -315,19 +325,44 @@ def scipy_stats_import_seconds() -> float:
     return round(float(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout), 3)
 
 
-def main() -> None:
+def plot(checks: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    if not checks:
+        log("plot: none drawn (no scenario with checks was run)")
+        return
+    from bench.plots import drift_distributions
+
+    setup = {
+        "threshold": THRESHOLD,
+        "effect_floors": {
+            "numeric KS D": NUMERIC_EFFECT_FLOOR,
+            "few labels TVD": FEW_LABELS_EFFECT_FLOOR,
+            "many labels TVD": MANY_LABELS_EFFECT_FLOOR,
+        },
+        "reference_rows": REFERENCE_ROWS,
+        "window_rows": WINDOW_ROWS,
+        "large_window_rows": LARGE_WINDOW_ROWS,
+        "features": len(FEATURES),
+    }
+    log(f"plot: {drift_distributions(checks, setup, path)}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="JSON on stdout (the only output format)")
     parser.add_argument("--quick", action="store_true", help="fewer simulations (1,000 no-drift checks, 210 others)")
+    parser.add_argument("--checks", type=int, help="checks per scenario (default: the --quick or full counts)")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    parser.add_argument("--plot", type=Path, help="also draw the score and p-value distributions (PNG)")
     add_figures_option(parser, FIGURES)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     figures = chosen_figures(parser, args.only, FIGURES)
     counts = (
         {"no_drift": 1_000, "mean_shift": 210, "mix_shift": 210, "trivial_at_scale": 140}
         if args.quick
         else {"no_drift": 2_000, "mean_shift": 1_008, "mix_shift": 1_000, "trivial_at_scale": 420}
     )
+    if args.checks is not None:
+        counts = dict.fromkeys(counts, args.checks)
     started = time.perf_counter()
     report: dict[str, Any] = {
         "threshold": THRESHOLD,
@@ -342,35 +377,38 @@ def main() -> None:
     with redis_server() as redis_url:
         if "speed" in figures:
             report["speed"] = speed_figure(redis_url, repeat=10 if args.quick else 30)
-        mean_shifts = {name: latent_shift(name, 0.25) for name in NUMERIC}
-        trivial_shifts = {name: latent_shift(name, 0.02) for name in NUMERIC}
+        # Calibrated only for the figures that shift a feature (some seconds each).
+        mean_shifts = {name: latent_shift(name, 0.25) for name in NUMERIC} if "mean_shift" in figures else {}
+        trivial_shifts = {name: latent_shift(name, 0.02) for name in NUMERIC} if "trivial_at_scale" in figures else {}
+        checks: dict[str, list[dict[str, Any]]] = {}  # each scenario's checks, for the plot
         with multiprocessing.Pool(args.workers) as pool:
             if "no_drift" in figures:
-                report["no_drift_false_alarms"] = no_drift_figure(
-                    simulate(pool, "no_drift", counts["no_drift"], redis_url, 0)
-                )
+                checks["no_drift"] = simulate(pool, "no_drift", counts["no_drift"], redis_url, 0)
+                report["no_drift_false_alarms"] = no_drift_figure(checks["no_drift"])
             if "mean_shift" in figures:
-                report["mean_shift_0.25sd_detected"] = mean_shift_figure(
-                    simulate(pool, "mean_shift", counts["mean_shift"], redis_url, 10**6, shifts=mean_shifts)
+                checks["mean_shift"] = simulate(
+                    pool, "mean_shift", counts["mean_shift"], redis_url, 10**6, shifts=mean_shifts
                 )
+                report["mean_shift_0.25sd_detected"] = mean_shift_figure(checks["mean_shift"])
             if "mix_shift" in figures:
-                mix = simulate(pool, "mix_shift", counts["mix_shift"], redis_url, 2 * 10**6)
+                mix = checks["mix_shift"] = simulate(pool, "mix_shift", counts["mix_shift"], redis_url, 2 * 10**6)
                 report["event_mix_60_30_10_to_50_35_15_detected"] = {
                     **rate(mix, "alarm"),
                     "on_event_type": rate(mix, "on_shifted"),
                 }
             if "trivial_at_scale" in figures:
-                report["trivial_0.02sd_shift_in_100000_row_windows_alarms"] = trivial_figure(
-                    simulate(
-                        pool,
-                        "trivial_at_scale",
-                        counts["trivial_at_scale"],
-                        redis_url,
-                        3 * 10**6,
-                        shifts=trivial_shifts,
-                    )
+                checks["trivial_at_scale"] = simulate(
+                    pool,
+                    "trivial_at_scale",
+                    counts["trivial_at_scale"],
+                    redis_url,
+                    3 * 10**6,
+                    shifts=trivial_shifts,
                 )
+                report["trivial_0.02sd_shift_in_100000_row_windows_alarms"] = trivial_figure(checks["trivial_at_scale"])
     report["seconds"] = round(time.perf_counter() - started, 1)
+    if args.plot is not None:
+        plot(checks, args.plot)
     print(json.dumps(report, indent=2))
 
 

@@ -17,7 +17,13 @@ thousands of simulated experiments within minutes on two cores.
 
 Each rate comes with its simulation count and a Wilson 95% interval.
 
+`--plot DIR` also draws, for the figures run (bench.plots; needs matplotlib): the A/A decision rate against
+impressions (experiments_aa.png), the power curves, share of experiments that declared the challenger against
+impressions (experiments_power.png), and the regret curves, lost conversions against impressions
+(experiments_regret.png).
+
 Usage: python -m bench.experiments [--json] [--quick] [--experiments N] [--workers N] [--only aa,power,...]
+       [--plot DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import multiprocessing
 import random
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -37,7 +44,7 @@ from recloop.core.settings import AllocationStrategy
 from recloop.experiments.allocation import choose_variant
 from recloop.experiments.counters import ExperimentCounters
 from recloop.experiments.model import Experiment, Variant
-from recloop.experiments.statistics import evaluate
+from recloop.experiments.statistics import ALPHA, evaluate
 
 READ_EVERY = 100
 MAX_IMPRESSIONS = 60_000
@@ -74,7 +81,8 @@ def run(
     stop_at_decision: bool,
 ) -> dict[str, Any]:
     """One simulated experiment: assignment, attribution and counting per request, a read every READ_EVERY. Its
-    counters are deleted at the end (a reset SCANs the keyspace: leftovers would slow every later one)."""
+    counters are deleted at the end (a reset SCANs the keyspace: leftovers would slow every later one). Run to the
+    end, it also gives the expected lost conversions so far at each read (`lost_by_read`: the regret curve)."""
     try:
         return _simulate_requests(
             counters, definition, rates, impressions=impressions, seed=seed, stop=stop_at_decision
@@ -98,6 +106,7 @@ def _simulate_requests(
     counts = counters.counts(definition.experiment_id, names)
     lost = 0.0
     served = 0
+    lost_by_read: list[float] = []
     while served < impressions:
         latencies: dict[str, list[float]] = {name: [] for name in names}
         outcomes: dict[str, list[tuple[str, bool]]] = {name: [] for name in names}
@@ -113,7 +122,9 @@ def _simulate_requests(
         verdict = evaluate(definition, counts, probability_best=False)
         if verdict.decided and stop:
             return {"winner": verdict.winning_variant, "impressions": served, "lost": lost}
-    return {"winner": None, "impressions": served, "lost": lost}
+        if not stop:
+            lost_by_read.append(round(lost, 4))
+    return {"winner": None, "impressions": served, "lost": lost, **({"lost_by_read": lost_by_read} if not stop else {})}
 
 
 def _worker(task: tuple[str, str, int, str]) -> dict[str, Any]:
@@ -199,18 +210,24 @@ def attribution_suite(redis_url: str) -> dict[str, Any]:
     }
 
 
-def aa_suite(pool: Any, runs: int, redis_url: str) -> dict[str, Any]:
-    aa = {}
+# Each suite gives its figure and every experiment's result by strategy (what `--plot` draws).
+Simulated = dict[str, list[dict[str, Any]]]
+
+
+def aa_suite(pool: Any, runs: int, redis_url: str) -> tuple[dict[str, Any], Simulated]:
+    aa, raw = {}, {}
     for index, strategy in enumerate(AllocationStrategy):
         results = simulate(pool, "aa", strategy, runs, redis_url=redis_url, base=index * 10**5)
         aa[strategy.value] = wilson(sum(result["winner"] is not None for result in results), runs)
-    return aa
+        raw[strategy.value] = results
+    return aa, raw
 
 
-def power_suite(pool: Any, runs: int, redis_url: str) -> dict[str, Any]:
-    power = {}
+def power_suite(pool: Any, runs: int, redis_url: str) -> tuple[dict[str, Any], Simulated]:
+    power, raw = {}, {}
     for index, strategy in enumerate((AllocationStrategy.FIXED_SPLIT, AllocationStrategy.THOMPSON_SAMPLING)):
         results = simulate(pool, "power", strategy, runs, redis_url=redis_url, base=(5 + index) * 10**5)
+        raw[strategy.value] = results
         power[strategy.value] = {
             "challenger_declared": wilson(sum(result["winner"] == "challenger" for result in results), runs),
             "control_declared": wilson(sum(result["winner"] == "control" for result in results), runs),
@@ -218,42 +235,63 @@ def power_suite(pool: Any, runs: int, redis_url: str) -> dict[str, Any]:
                 result["impressions"] if result["winner"] else MAX_IMPRESSIONS for result in results
             ),
         }
-    return power
+    return power, raw
 
 
-def regret_suite(pool: Any, regret_runs: int, redis_url: str) -> dict[str, Any]:
-    regret = {}
+def regret_suite(pool: Any, regret_runs: int, redis_url: str) -> tuple[dict[str, Any], Simulated]:
+    regret, raw = {}, {}
     for index, strategy in enumerate((AllocationStrategy.FIXED_SPLIT, AllocationStrategy.THOMPSON_SAMPLING)):
         results = simulate(pool, "regret", strategy, regret_runs, redis_url=redis_url, base=(8 + index) * 10**5)
         regret[strategy.value] = round(statistics.fmean(result["lost"] for result in results), 2)
+        raw[strategy.value] = results
     ratio = regret["thompson_sampling"] / regret["fixed_split"]
-    return {**regret, "n": regret_runs, "thompson_to_fixed": round(ratio, 3)}
+    return {**regret, "n": regret_runs, "thompson_to_fixed": round(ratio, 3)}, raw
 
 
-def main() -> None:
+def plot(raw: dict[str, Simulated], folder: Path) -> None:
+    from bench.plots import experiments_figures
+
+    setup = {
+        "read_every": READ_EVERY,
+        "alpha": ALPHA,
+        "max_impressions": MAX_IMPRESSIONS,
+        "regret_impressions": REGRET_IMPRESSIONS,
+        "base_rate": BASE_RATE,
+        "lifted_rate": LIFTED_RATE,
+    }
+    for path in experiments_figures(raw, setup, folder):
+        log(f"plot: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="JSON on stdout (the only output format)")
     parser.add_argument("--quick", action="store_true", help="fewer simulations (200 per figure)")
     parser.add_argument("--experiments", type=int, help="simulated experiments per figure (default 500)")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    parser.add_argument("--plot", type=Path, metavar="DIR", help="also draw the figures run as PNG files in DIR")
     add_figures_option(parser, FIGURES)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     figures = chosen_figures(parser, args.only, FIGURES)
     runs = args.experiments or (200 if args.quick else 500)
     started = time.perf_counter()
     report: dict[str, Any] = {"read_every": READ_EVERY, "experiments_per_figure": runs}
+    raw: dict[str, Simulated] = {}
     with redis_server() as redis_url, multiprocessing.Pool(args.workers) as pool:
         if "aa" in figures:
-            report["aa_false_winner_within_60000"] = aa_suite(pool, runs, redis_url)
+            report["aa_false_winner_within_60000"], raw["aa"] = aa_suite(pool, runs, redis_url)
         if "power" in figures:
-            report["power_0.05_vs_0.06_within_60000"] = power_suite(pool, runs, redis_url)
+            report["power_0.05_vs_0.06_within_60000"], raw["power"] = power_suite(pool, runs, redis_url)
         if "regret" in figures:
-            report["regret_lost_conversions_over_20000"] = regret_suite(pool, max(50, runs // 2), redis_url)
+            regret_runs = max(50, runs // 2)
+            report["regret_lost_conversions_over_20000"], raw["regret"] = regret_suite(pool, regret_runs, redis_url)
         if "srm" in figures:
             report["srm"] = srm_suite(redis_url, max(50, runs // 2))
         if "attribution" in figures:
             report["attribution"] = attribution_suite(redis_url)
     report["seconds"] = round(time.perf_counter() - started, 1)
+    if args.plot is not None:
+        plot(raw, args.plot)
     print(json.dumps(report, indent=2))
 
 

@@ -56,13 +56,17 @@ def main() -> None:
     from recloop.core.settings import Settings
     from recloop.learning.training import RankerHyperparameters, train_ranker
     from recloop.models.mf import MFHyperparameters
+    from recloop.tools.progress import TerminalProgress
 
     started = time.perf_counter()
     events = synthetic_events(args.interactions, args.users, args.items)
     generated = time.perf_counter() - started
     log(f"generated {len(events)} events in {generated:.1f} s")
     started = time.perf_counter()
-    _, info = train_ranker(events, Settings.from_env({}), MFHyperparameters(), RankerHyperparameters())
+    with TerminalProgress() as progress:  # drawn on a terminal only, at a few microseconds a step
+        _, info = train_ranker(
+            events, Settings.from_env({}), MFHyperparameters(), RankerHyperparameters(), progress=progress
+        )
     seconds = time.perf_counter() - started
     report = {
         "interactions": len(events),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recloop.core.events import Interaction
+from recloop.core.progress import Progress, no_progress
 from recloop.core.settings import Settings
 from recloop.learning.training import CategoriesOf, train_candidate
 from recloop.models.bundle import ModelKind, OnlinePosition
@@ -125,6 +126,8 @@ def train_demo_models(
     settings: Settings,
     online_position: OnlinePosition | None = None,
     categories_of: CategoriesOf | None = None,
+    *,
+    progress: Progress = no_progress,
 ) -> list[DemoVersion]:
     """An mf and an lgbm version trained on the demo traffic and registered.
 
@@ -136,7 +139,13 @@ def train_demo_models(
     for kind in (ModelKind.MF, ModelKind.LGBM):
         started = time.perf_counter()
         result = train_candidate(
-            kind, events, settings, DEMO_VERSION_IDS[kind], holdout_fraction=0.1, categories_of=categories_of
+            kind,
+            events,
+            settings,
+            DEMO_VERSION_IDS[kind],
+            holdout_fraction=0.1,
+            categories_of=categories_of,
+            progress=progress,
         )
         result.bundle.metadata.online_position = online_position
         registry.register(result.bundle)

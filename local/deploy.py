@@ -14,6 +14,7 @@ from pathlib import Path
 from local.paths import ROOT, STAGE
 from local.processes import log, wait_until
 from local.services import Profile, aws_env, boto_client
+from recloop.core.progress import Progress, no_progress
 
 
 def run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> None:
@@ -26,16 +27,34 @@ def run_logged(command: list[str], log_path: Path, env: dict[str, str]) -> None:
         raise RuntimeError(f"{' '.join(command[:2])} failed (see {log_path}):\n" + "\n".join(tail))
 
 
-def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
+def stack_parameters(profile: Profile, redis_url: str) -> list[str]:
+    """The stack parameters of a local deployment (`sam deploy --parameter-overrides`)."""
+    return [
+        "DeploymentProfile=local",
+        'ApiAuth=""',
+        f"RedisUrl={redis_url}",
+        "RedisCluster=false",
+        f"StageName={STAGE}",
+        "LogLevel=INFO",
+        f"OnlineLearningBufferSize={profile.online_learning_buffer_size}",
+        f'DriftCheckSchedule="{profile.drift_check_schedule}"',  # quoted: the value has a space
+        "CreateDashboard=false",  # LocalStack does not create dashboards from CloudFormation
+        f"PredictionErrorAlarmPeriod={profile.prediction_error_alarm_period}",
+    ]
+
+
+def deploy(profile: Profile, redis_url: str, progress: Progress = no_progress) -> dict[str, str]:
     """sam build, then sam deploy into LocalStack through CloudFormation; returns the stack outputs."""
     sam = str(Path(sys.executable).with_name("sam"))
     env = aws_env(profile)
     sam_log = profile.state / "logs" / "sam.log"
     started = time.monotonic()
+    progress("sam build")
     run_logged([sam, "build", "--cached", "--parallel"], sam_log, env)
     log(f"sam build: {time.monotonic() - started:.1f} s")
     boto_client(profile, "s3").create_bucket(Bucket=profile.artifacts_bucket)
     started = time.monotonic()
+    progress("sam deploy (CloudFormation in LocalStack)")
     run_logged(
         [
             sam,
@@ -50,14 +69,7 @@ def deploy(profile: Profile, redis_url: str) -> dict[str, str]:
             "--no-confirm-changeset",
             "--no-fail-on-empty-changeset",
             "--parameter-overrides",
-            "DeploymentProfile=local",
-            'ApiAuth=""',
-            f"RedisUrl={redis_url}",
-            "RedisCluster=false",
-            f"StageName={STAGE}",
-            "LogLevel=INFO",
-            f"OnlineLearningBufferSize={profile.online_learning_buffer_size}",
-            f'DriftCheckSchedule="{profile.drift_check_schedule}"',  # quoted: the value has a space
+            *stack_parameters(profile, redis_url),
         ],
         sam_log,
         env,

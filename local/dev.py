@@ -2,7 +2,9 @@
 
 Brings up embedded Redis, LocalStack and the deployed SAM stack (see local/runtime.py), loads a small
 generated demo catalogue and demo traffic through the API, trains an mf and an lgbm version on that traffic into
-the stack's registry and promotes one (local/demo.py), and prints what to try next.
+the stack's registry and promotes one (local/demo.py), and prints what to try next. On a terminal, the step under
+way is drawn below the log lines: a bar with its ETA where its size is known (events sent, training rows), the
+time so far where it is not (sam build, sam deploy).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from local.demo import (
 from local.processes import log
 from local.runtime import AlreadyRunningError, RunningStack, down, running
 from local.services import DEV, boto_client
+from recloop.core.progress import Progress, no_progress, within
+from recloop.tools.progress import TerminalProgress
 
 
 def call(base_url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -42,16 +46,19 @@ def call(base_url: str, method: str, path: str, body: Any = None) -> tuple[int, 
         return error.code, json.loads(error.read() or b"null")
 
 
-def send_events(base_url: str, events: list[dict[str, Any]]) -> int:
+def send_events(
+    base_url: str, events: list[dict[str, Any]], progress: Progress = no_progress, step: str = "sending events"
+) -> int:
     """Events through the API's batch route; the number it accepted."""
     accepted = 0
     for start in range(0, len(events), 500):
         _, reply = call(base_url, "POST", "/api/v1/events/batch", {"events": events[start : start + 500]})
         accepted += reply.get("accepted", 0) if isinstance(reply, dict) else 0
+        progress(step, min(start + 500, len(events)), len(events))
     return accepted
 
 
-def train_into_stack(stack: RunningStack, demo: DemoData) -> DemoModels:
+def train_into_stack(stack: RunningStack, demo: DemoData, progress: Progress = no_progress) -> DemoModels:
     """The demo's two versions trained here, with the product's training code, into the stack's own registry.
 
     The stream consumer buffers the history for online learning in the order it was sent, one sequence number an
@@ -71,7 +78,9 @@ def train_into_stack(stack: RunningStack, demo: DemoData) -> DemoModels:
     registry = ModelRegistry(objects, redis_client)
     learned_through = OnlineBuffer(redis_client, Settings()).position(len(demo.history))
     categories_of = FeatureStore(redis_client, Settings()).categories_of  # the catalogue was loaded first
-    versions = train_demo_models(interactions(demo.history), registry, Settings(), learned_through, categories_of)
+    versions = train_demo_models(
+        interactions(demo.history), registry, Settings(), learned_through, categories_of, progress=progress
+    )
     return promote_demo_champion(registry, versions)
 
 
@@ -137,25 +146,27 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with running(DEV) as stack:
-            serve(stack, args.no_demo, stop)
+        with TerminalProgress(prefix="[recloop] ") as progress, running(DEV, progress) as stack:
+            serve(stack, args.no_demo, stop, progress)
     except AlreadyRunningError as exc:
         log(f"{exc}; `make down` stops it")
 
 
-def serve(stack: RunningStack, no_demo: bool, stop: threading.Event) -> None:
+def serve(stack: RunningStack, no_demo: bool, stop: threading.Event, progress: TerminalProgress) -> None:
     url = stack.api_url
     events, models = 0, ""
     if not no_demo:
         loading = time.monotonic()
+        progress("loading the demo catalogue")
         demo = demo_data()
         call(url, "POST", "/api/v1/items", {"items": demo.items})
-        events = send_events(url, demo.history)
+        events = send_events(url, demo.history, progress, "sending the demo history")
         started = time.monotonic()
-        trained = train_into_stack(stack, demo)
+        trained = train_into_stack(stack, demo, within(progress, "demo models"))
         models = describe_models(url, trained, time.monotonic() - started)
-        events += send_events(url, demo.live)
+        events += send_events(url, demo.live, progress, "sending live demo traffic")
         log(f"demo data and models in {time.monotonic() - loading:.1f} s")
+    progress.close()  # the stack is up: nothing is under way while it serves
     print(
         TRY_NEXT.format(
             url=url,

@@ -57,6 +57,7 @@ GUIDE_EXPERIMENT = {
     "allocation_strategy": "thompson_sampling",
     "traffic_percentage": 50.0,
 }
+HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # what a browser asks for
 EXPERIMENT = {"experiment_id": "exp_a1b2c3d4e5f6"}  # the guide's example id (the samples' setup creates it)
 EXPERIMENTS = "/api/v1/mlops/experiments"
 RETRAIN = "/api/v1/mlops/retrain"
@@ -131,7 +132,9 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("ops/health.json", "GET", "/api/v1/health"),
     Route("ops/metrics.json", "GET", "/api/v1/metrics"),
-    Route("ops/docs.json", "GET", "/docs", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    Route("ops/docs.json", "GET", "/docs", accept=HTML),
+    Route("ops/redoc.json", "GET", "/redoc", accept=HTML),
+    Route("ops/dashboard.json", "GET", "/api/v1/dashboard", accept=HTML),
     Route("mlops/list_models.json", "GET", "/api/v1/mlops/models"),
     Route("mlops/online_learning_status.json", "GET", "/api/v1/mlops/online-learning/status"),
     Route("mlops/trigger_online_update_with_empty_buffer.json", "POST", "/api/v1/mlops/online-learning/trigger"),

@@ -22,12 +22,14 @@ def load_function(name: str) -> ModuleType:
     spec.loader.exec_module(module)
     return module
 
+
 class LambdaContext:
     function_name = "recloop-test"
     function_version = "$LATEST"
     memory_limit_in_mb = 512
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:recloop-test"
     aws_request_id = "00000000-0000-0000-0000-000000000000"
+
 
 class ApiClient:
     """Calls handlers in-process with API Gateway proxy events built from the samples in events/.
@@ -50,7 +52,28 @@ class ApiClient:
         *,
         raw_body: str | None = None,
         headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
+        response = self.respond(function, method, path, body, raw_body=raw_body, headers=headers, query=query)
+        payload = response["body"]
+        if response.get("headers", {}).get("Content-Type", "").startswith("application/json") or (
+            payload and payload[:1] in "{["
+        ):
+            payload = json.loads(payload)
+        return response["statusCode"], payload
+
+    def respond(
+        self,
+        function: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw_body: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The handler's whole response (status, headers, body as sent)."""
         event = json.loads(json.dumps(self.template))
         event.update(
             httpMethod=method,
@@ -58,8 +81,8 @@ class ApiClient:
             resource=path,
             isBase64Encoded=False,
             pathParameters=None,
-            queryStringParameters=None,
-            multiValueQueryStringParameters=None,
+            queryStringParameters=query,
+            multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
         )
         event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/v1{path}")
         if self.authorizer is not None:
@@ -67,13 +90,7 @@ class ApiClient:
         event["body"] = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
         event["headers"] = {"Content-Type": "application/json", **(headers or {})}
         event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
-        response = self.functions[function].lambda_handler(event, LambdaContext())
-        payload = response["body"]
-        if response.get("headers", {}).get("Content-Type", "").startswith("application/json") or (
-            payload and payload[:1] in "{["
-        ):
-            payload = json.loads(payload)
-        return response["statusCode"], payload
+        return self.functions[function].lambda_handler(event, LambdaContext())
 
     def post_event(self, **body: Any) -> tuple[int, Any]:
         return self.request("event", "POST", "/api/v1/event", body)

@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recloop.tools.progress import write_line
+
 if TYPE_CHECKING:
     from local.services import Profile
 
 
 def log(message: str) -> None:
-    print(f"[recloop] {message}", file=sys.stderr, flush=True)
+    """A line on stderr (below the progress line drawn there, if any)."""
+    write_line(f"[recloop] {message}", sys.stderr)
 
 
 class Processes:

@@ -2,7 +2,8 @@
 deployed into it through CloudFormation, and the API stage served at http://localhost:<port>. This module only
 orchestrates the steps, in order, for one profile (the pieces live in toolchain, processes, services, deploy and
 proxy), and makes sure that whatever a start-up began is stopped again, also after a crash: a later `up()` first
-stops what an earlier run of the profile left behind, and a second start while the profile runs is refused.
+stops what an earlier run of the profile left behind, and a second start while the profile runs is refused. Each
+step is reported to a `progress` (`make dev` draws it on a terminal).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from local.services import (
     start_localstack,
     start_redis,
 )
+from recloop.core.progress import Progress, no_progress
 
 
 @dataclass
@@ -48,7 +50,7 @@ def down(profile: Profile) -> list[str]:
     return stopped
 
 
-def up(profile: Profile) -> RunningStack:
+def up(profile: Profile, progress: Progress = no_progress) -> RunningStack:
     """Bring the stack up; stale processes and state of an earlier crashed run are cleared first."""
     processes = Processes(profile)
     runner = processes.pid("runner")
@@ -59,11 +61,15 @@ def up(profile: Profile) -> RunningStack:
         log(f"cleared stale processes of an earlier run: {', '.join(stale)}")
     processes.record_self("runner")
     started = time.monotonic()
+    progress("starting Redis")
     redis_url = start_redis(profile, processes)
+    progress("starting LocalStack")
     start_localstack(profile, processes)
     log(f"LocalStack ready after {time.monotonic() - started:.1f} s")
-    outputs = deploy(profile, redis_url)
+    outputs = deploy(profile, redis_url, progress)
+    progress("waiting for the event source mappings")
     wait_for_wiring(profile)
+    progress("starting the API proxy")
     proxy = ApiProxy(profile, outputs["RestApiId"])
     proxy.start()
     log(f"stack up in {time.monotonic() - started:.1f} s; API at {profile.api_url}")
@@ -71,11 +77,11 @@ def up(profile: Profile) -> RunningStack:
 
 
 @contextlib.contextmanager
-def running(profile: Profile) -> Iterator[RunningStack]:
+def running(profile: Profile, progress: Progress = no_progress) -> Iterator[RunningStack]:
     """The stack for the duration of a block; whatever was started is stopped, also when start-up fails."""
     stack = None
     try:
-        stack = up(profile)
+        stack = up(profile, progress)
         yield stack
     finally:
         if stack is not None:

@@ -35,6 +35,9 @@ class Profile:
     online_learning_buffer_size: int = 1000
     # How often EventBridge runs the drift check (the template's default; every minute where tests watch it fire).
     drift_check_schedule: str = "rate(1 hour)"
+    # Seconds of online updates PredictionErrorAlarm averages, and LocalStack's evaluation interval for it (the
+    # template's default; a minute where a test waits for the alarm).
+    prediction_error_alarm_period: int = 3600
 
     @property
     def state(self) -> Path:
@@ -65,6 +68,7 @@ E2E = Profile(
     redis_port=6399,
     online_learning_buffer_size=50,
     drift_check_schedule="rate(1 minute)",
+    prediction_error_alarm_period=60,
 )
 PROFILES = (DEV, E2E)
 

@@ -199,9 +199,7 @@ def test_a_partial_putrecords_failure_refuses_only_those_events_and_a_retry_coun
         return {**reply, "FailedRecordCount": 1, "Records": results}
 
     monkeypatch.setattr(kinesis, "put_records", second_record_throttled)
-    batch = [
-        {"user_id": "u6", "item_id": f"p{n}", "event_type": "click", "event_id": f"ev-part-{n}"} for n in range(3)
-    ]
+    batch = [{"user_id": "u6", "item_id": f"p{n}", "event_type": "click", "event_id": f"ev-part-{n}"} for n in range(3)]
     status, reply = api.request("event", "POST", "/api/v1/events/batch", {"events": batch})
     assert status in (202, 207), reply
     assert [r["status"] for r in reply["results"]] == ["accepted", "failed", "accepted"]

@@ -146,6 +146,8 @@ def test_without_a_principal_only_the_public_routes_answer(api: ApiClient, token
     assert api.request("ops", "GET", "/api/v1/metrics")[0] == 200
     assert api.request("ops", "GET", "/api/v1/health")[0] in (200, 503)  # answered, whatever the components say
     assert api.request("ops", "GET", "/docs")[0] == 200
+    assert api.request("ops", "GET", "/redoc")[0] == 200
+    assert api.request("ops", "GET", "/api/v1/dashboard")[0] == 200  # its scripts then need credentials
 
 
 def test_a_context_that_names_no_valid_principal_is_unauthenticated(api: ApiClient) -> None:

@@ -1,6 +1,7 @@
 """Handlers called in-process with API Gateway proxy events, over real Redis and moto AWS."""
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -226,6 +227,27 @@ def test_metrics_aggregate_latency_counts_and_rates(api: ApiClient) -> None:
     assert event_latency["count"] == 2 and 0 < event_latency["p50_ms"] <= event_latency["p99_ms"]
     assert reply["latency"]["POST /api/v1/recommend"]["count"] == 2
     assert 0.0 <= reply["cache_hit_rate"] <= 1.0
+
+
+def test_metrics_history_gives_the_hour_minute_by_minute(api: ApiClient) -> None:
+    api.post_event(user_id="u", item_id="i", event_type="click")
+    api.post_event(user_id="u", item_id="j", event_type="purchase")
+    api.recommend("u", 3)
+    status, plain = api.request("ops", "GET", "/api/v1/metrics")
+    assert status == 200 and plain["history"] is None
+    status, reply = api.request("ops", "GET", "/api/v1/metrics", query={"history": "true"})
+    assert status == 200
+    history = reply["history"]
+    minutes = history["minutes"]
+    assert len(minutes) == reply["window_minutes"] == 60
+    assert all(later - earlier == 60 for earlier, later in pairwise(minutes))
+    assert history["events"]["click"][-1] + history["events"]["click"][-2] == 1  # a minute may turn meanwhile
+    assert sum(history["events"]["purchase"]) == 1 and sum(history["events"]["like"]) == 0
+    recommend = history["latency"]["POST /api/v1/recommend"]
+    assert sum(recommend["count"]) == 1
+    (p99,) = [value for value in recommend["p99_ms"] if value is not None]
+    assert p99 == reply["latency"]["POST /api/v1/recommend"]["p99_ms"]
+    assert recommend["p50_ms"][0] is None  # nothing an hour ago
 
 
 def test_swagger_ui_and_openapi_cover_every_route(api: ApiClient) -> None:

@@ -38,6 +38,7 @@ class ModelsApi:
         path_parameters: dict[str, str] | None = None,
         body: Any = None,
         raw_body: str | None = None,
+        query: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         event = json.loads(json.dumps(self.template))
         event.update(
@@ -45,14 +46,16 @@ class ModelsApi:
             path=path,
             resource=resource or path,
             pathParameters=path_parameters,
+            queryStringParameters=query,
+            multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None,
             body=raw_body if raw_body is not None else (None if body is None else json.dumps(body)),
         )
         event["requestContext"].update(httpMethod=method, resourcePath=resource or path, path=f"/v1{path}")
         response = self.app.resolve(event, LambdaContext())
         return response["statusCode"], json.loads(response["body"])
 
-    def list(self) -> tuple[int, Any]:
-        return self.call("GET", MODELS)
+    def list(self, history: int | None = None) -> tuple[int, Any]:
+        return self.call("GET", MODELS, query=None if history is None else {"history": str(history)})
 
     def get(self, version: str) -> tuple[int, Any]:
         return self.call(
@@ -95,7 +98,8 @@ def test_get_registry_uses_the_configured_bucket_and_redis(registry: ModelRegist
 
 
 def test_empty_registry_lists_nothing(api: ModelsApi) -> None:
-    assert api.list() == (200, {"champion": None, "count": 0, "models": []})
+    assert api.list() == (200, {"champion": None, "count": 0, "models": [], "champion_history": None})
+    assert api.list(history=5)[1]["champion_history"] == []
 
 
 def test_list_shows_versions_newest_first_and_the_champion(api: ModelsApi, registry: ModelRegistry) -> None:
@@ -166,6 +170,14 @@ def test_promote_then_rollback(api: ModelsApi, registry: ModelRegistry, aws: dic
     assert body["champion"]["reason"] == "conversions fell"
     assert registry.champion().version == "pop-1"
     assert api.get("pop-1")[1]["is_champion"] is True
+
+    status, body = api.list(history=2)  # the newest two of the three changes
+    assert status == 200 and body["champion"]["version"] == "pop-1"
+    assert [(c["action"], c["version"], c["previous_version"], c["reason"]) for c in body["champion_history"]] == [
+        ("rollback", "pop-1", "pop-2", "conversions fell"),
+        ("promote", "pop-2", "pop-1", "won the A/B test"),
+    ]
+    assert api.list(history=51)[0] == 422  # each change is one read: the route bounds them
 
 
 def test_rollback_without_previous_is_a_409(api: ModelsApi, registry: ModelRegistry) -> None:

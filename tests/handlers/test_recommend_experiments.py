@@ -11,6 +11,7 @@ from recloop.core.settings import AllocationStrategy
 from recloop.experiments.model import Experiment, ExperimentStatus, Variant
 from recloop.models.bundle import ModelKind, ModelMetadata
 from recloop.models.mf import MFHyperparameters, train_mf
+from tests.support.emf import emitted, named
 from tests.support.learning import trained
 
 EXPERIMENT_ID = "exp_0000000000cd"
@@ -106,3 +107,18 @@ def test_a_malformed_recommendation_id_is_refused_naming_the_field(api, services
     event = {"user_id": "user1", "item_id": "a1", "event_type": "click", "recommendation_id": "rec_not-ours"}
     status, reply = api.request("event", "POST", "/api/v1/event", event)
     assert status == 422 and "recommendation_id" in str(reply)
+
+
+def test_impressions_and_conversions_are_cloudwatch_metrics_of_their_variant(api, services: Any, capsys) -> None:
+    start_experiment(services)
+    _, shown = api.recommend("user1", 3)
+    click = {"user_id": "user1", "item_id": shown["items"][0]["item_id"], "event_type": "click"}
+    click["recommendation_id"] = shown["recommendation_id"]
+    assert api.request("event", "POST", "/api/v1/event", click)[0] == 202
+    dislike = {**click, "item_id": shown["items"][1]["item_id"], "event_type": "dislike"}
+    assert api.request("event", "POST", "/api/v1/event", dislike)[0] == 202
+
+    data = emitted(capsys.readouterr().out)
+    arm = {"Experiment": EXPERIMENT_ID, "Variant": shown["variant"], "service": "recloop"}
+    assert [(d.dimensions, d.values) for d in named(data, "ExperimentImpressions")] == [(arm, [1.0])]
+    assert [(d.dimensions, d.values) for d in named(data, "AttributedConversions")] == [(arm, [1.0])]  # not the dislike

@@ -24,6 +24,7 @@ from recloop.learning.online.results import UpdateOutcome
 from recloop.models.bundle import ModelKind
 from recloop.registry.model_registry import ModelRegistry
 from tests.support.archive import archive_objects, archived_event_ids
+from tests.support.emf import emitted, named
 from tests.support.environment import EVENTS_DIR, REGION, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item
 from tests.support.redis_state import redis_state
@@ -256,3 +257,14 @@ def test_rollback_refusals_are_replies_naming_the_reason(handler, registry, aws)
 def test_an_unknown_invocation_is_refused(handler, event: dict) -> None:
     with pytest.raises(ValidationError):
         handler(event)
+
+
+def test_updates_and_an_operators_rollback_are_cloudwatch_metrics(handler, registry, capsys) -> None:
+    published_twice(handler, registry)
+    assert handler({"action": "rollback"})["status"] == "ok"
+
+    data = emitted(capsys.readouterr().out)
+    assert [d.values for d in named(data, "OnlineUpdatesPublished")] == [[1.0], [1.0]]
+    assert [d.values for d in named(data, "OnlineUpdatesRolledBack")] == [[0.0], [0.0]]
+    assert len(named(data, "OnlineUpdateDuration")) == len(named(data, "PredictionError")) == 2
+    assert [d.values for d in named(data, "OnlineManualRollbacks")] == [[1.0]]

@@ -27,11 +27,13 @@ def make_bundle(
     }
     return ModelBundle(ModelMetadata(version=version, kind=kind, created_at=created_at, **metadata), files)
 
+
 def fake_popularity_loader(bundle: ModelBundle) -> list[str]:
     data = json.loads(bundle.files["items.json"])
     if data.get("broken"):
         raise ValueError("the item table does not fit this code")
     return data["items"]
+
 
 def s3_pointer(s3: Any) -> ChampionPointer | None:
     try:

@@ -55,6 +55,7 @@ def test_a_redelivered_batch_changes_nothing(consumer: StreamConsumer, aws, redi
     batch = [record("201"), record("202", user="u2")]
     for r in batch:
         consumer.process(r)
+
     def state() -> tuple:
         buffered = redis_client.lrange(Keys.ONLINE_BUFFER, 0, -1)
         return archived(aws), redis_client.hgetall(Keys.item_features("i1")), buffered

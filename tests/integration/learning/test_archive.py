@@ -134,6 +134,18 @@ def test_preparation_takes_one_get_per_object_never_one_per_event(stream: Stream
     assert [e.timestamp for e in dataset] == sorted(e.timestamp for e in dataset)
 
 
+def test_preparation_reports_the_objects_it_has_read(stream: Stream, objects: ObjectStore) -> None:
+    compact_day(objects, DAYS[0], NOW)
+    reports: list[tuple[str, int, int | None]] = []
+    prepare_dataset(objects, progress=lambda step, done=0, total=None: reports.append((step, done, total)))
+    objects_read = len(archive_objects(objects.s3))  # the first day's parts, the other days' batch objects
+    assert reports == [
+        ("listing the event archive", 0, None),
+        *[("reading the event archive", n, objects_read) for n in range(1, objects_read + 1)],
+        ("ordering the events by time", 0, None),
+    ]
+
+
 def test_since_reads_the_days_from_it_only(stream: Stream, objects, monkeypatch) -> None:
     got = counted_gets(objects, monkeypatch)
     dataset = prepare_dataset(objects, since=date(2023, 11, 15))

@@ -33,6 +33,7 @@ from recloop.ingest.batch import process_records, stream_record
 from recloop.ingest.consumer import DeadLetters, StreamConsumer
 from recloop.learning.online.errors import UpdateRunningError
 from recloop.learning.online.results import UpdateResult
+from recloop.ops import cloudwatch
 from recloop.registry.versions import VERSION_PATTERN
 
 logger = Logger(service="recloop-online-update")
@@ -83,7 +84,7 @@ def handle_stream_batch(event: dict[str, Any], context: Any = None) -> dict[str,
         for _ in range(MAX_UPDATES_PER_BATCH):
             if not learner.buffer_full() or not _time_left(context):
                 break
-            learner.update()
+            cloudwatch.record_online_update(learner.update())
     except UpdateRunningError:
         logger.info("an online update is already running in another invocation")
     except (*REDIS_ERRORS, *aws_errors()):  # a retry can get past these: the batch is retried (records are idempotent)
@@ -99,6 +100,7 @@ def trigger() -> dict[str, Any]:
         result: UpdateResult = get_container().online_learner.update()
     except UpdateRunningError:
         return {"status": "running"}
+    cloudwatch.record_online_update(result)
     return {"status": "ok", "result": result.model_dump(mode="json")}
 
 
@@ -111,6 +113,7 @@ def rollback(request: RollbackRequest) -> dict[str, Any]:
             reply.setdefault("version", request.version)
         logger.info("online learning request refused", extra={"error": reply["error"], "reason_given": str(exc)})
         return reply
+    cloudwatch.record_manual_rollback()
     logger.info(
         "online learning rollback",
         extra={"version": pointer.version, "from": pointer.previous_version, "reason": request.reason or ""},

@@ -25,6 +25,7 @@ from recloop.adapters.redis import REDIS_ERRORS
 from recloop.container import get_container
 from recloop.core.errors import UnavailableError
 from recloop.models.bundle import ModelKind
+from recloop.ops import cloudwatch
 from recloop.retraining.model import RetrainTrigger
 from recloop.retraining.training_jobs import TrainingJob, TrainingJobResult
 from recloop.retraining.workflow import Candidate, Dataset, gate
@@ -91,6 +92,7 @@ def check_drift(event: dict[str, Any]) -> dict[str, Any]:
         report = get_container().drift.check()
     except NotFoundError as exc:  # no champion, or no reference to compare with: nothing to check yet
         return {"checked": False, "reason": str(exc)}
+    cloudwatch.record_drift(report)
     return {
         "checked": True,
         "run_id": report.run_id,
@@ -118,6 +120,7 @@ def begin_retrain(event: dict[str, Any]) -> dict[str, Any]:
     run = get_container().retraining.record_started(
         request.execution_name, request.trigger, request.reason, request.execution_arn
     )
+    cloudwatch.record_retrain(run)
     return run.model_dump(mode="json")
 
 
@@ -153,16 +156,18 @@ def promote_or_canary(event: dict[str, Any]) -> dict[str, Any]:
 
 def finish_retrain(event: dict[str, Any]) -> dict[str, Any]:
     request = RunInput.model_validate(event)
-    return get_container().retraining.record_finished(request.execution_name).model_dump(mode="json")
+    run = get_container().retraining.record_finished(request.execution_name)
+    cloudwatch.record_retrain(run)
+    return run.model_dump(mode="json")
 
 
 def fail_retrain(event: dict[str, Any]) -> dict[str, Any]:
     request = FailureInput.model_validate(event)
     error = request.error.get("Error", "Failed")
     cause = str(request.error.get("Cause", ""))
-    return get_container().retraining.record_failed(request.execution_name, f"{error}: {cause}").model_dump(
-        mode="json"
-    )
+    run = get_container().retraining.record_failed(request.execution_name, f"{error}: {cause}")
+    cloudwatch.record_retrain(run)
+    return run.model_dump(mode="json")
 
 
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

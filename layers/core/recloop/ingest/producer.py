@@ -27,7 +27,7 @@ from recloop.core.events import Interaction
 from recloop.features.store import ApplyOutcome, FeatureStore
 
 if TYPE_CHECKING:
-    from recloop.experiments.attribution import Attribution
+    from recloop.experiments.attribution import Attribution, Credit
 
 logger = Logger(child=True)
 
@@ -44,6 +44,7 @@ class IngestResult:
     error: str | None = None  # set when the event was not accepted
     features_updated: bool = False
     duplicate: bool = False
+    credit: Credit | None = None  # the experiment variant this event was credited to, if any
 
     @property
     def accepted(self) -> bool:
@@ -73,10 +74,11 @@ class IngestService:
             # (a client told otherwise would retry them). The consumer applies them, or sets them aside.
             logger.exception("feature update failed; deferred to the stream consumer")
             outcomes = {}
+        credits: dict[str, Credit] = {}
         if self.attribution is not None and stored and outcomes:
             # Duplicates too: a retry of an event whose attribution failed credits it then (the counters claim the
             # event id, so a repeat changes nothing). Not when Redis just failed: another timeout would only add up.
-            self.attribution.attribute(stored)
+            credits = {credit.event_id: credit for credit in self.attribution.attribute(stored)}
         results = []
         for event, error in zip(events, errors, strict=True):
             outcome = outcomes.get(event.event_id) if error is None else None
@@ -87,6 +89,7 @@ class IngestService:
                     # In flight: another request holds the event's claim; if it fails, the consumer applies it.
                     features_updated=outcome in (ApplyOutcome.APPLIED, ApplyOutcome.DUPLICATE),
                     duplicate=outcome is ApplyOutcome.DUPLICATE,
+                    credit=credits.get(event.event_id),
                 )
             )
         return results

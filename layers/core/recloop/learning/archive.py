@@ -49,6 +49,7 @@ from pydantic import TypeAdapter, ValidationError
 from recloop.adapters.objects import ObjectStore
 from recloop.core.errors import ConflictError, InvalidInputError
 from recloop.core.events import Interaction
+from recloop.core.progress import Progress, no_progress
 
 logger = Logger(child=True)
 
@@ -158,16 +159,21 @@ def prepare_dataset(
     *,
     prefix: str = ARCHIVE_PREFIX,
     concurrency: int = CONCURRENCY,
+    progress: Progress = no_progress,
 ) -> list[Interaction]:
     """Every event archived under `prefix` on the days from `since` (all days without it), one per event id,
-    ordered by time (ties by event id, so the same archive gives the same list however far it is compacted)."""
+    ordered by time (ties by event id, so the same archive gives the same list however far it is compacted).
+    `progress` counts the objects read."""
     first_day = since.isoformat() if since else ""
+    progress("listing the event archive")
     batch_keys = [key for key in objects.keys(prefix + DAY_FOLDER) if _day(key) >= first_day]
     part_keys = [key for key in objects.keys(prefix + COMPACTED_FOLDER + DAY_FOLDER) if _day(key) >= first_day]
     events: dict[str, Interaction] = {}
     copies = 0
     compacted_meanwhile: set[str] = set()
-    for key, found in _in_order(lambda key: _events(objects, key), part_keys + batch_keys, concurrency):
+    listed = part_keys + batch_keys
+    for read, (key, found) in enumerate(_in_order(lambda key: _events(objects, key), listed, concurrency), 1):
+        progress("reading the event archive", read, len(listed))
         if found is None:
             compacted_meanwhile.add(_day(key))
             continue
@@ -187,6 +193,7 @@ def prepare_dataset(
                 copies += 1
                 events.setdefault(event.event_id, event)
         part_keys += late
+    progress("ordering the events by time")
     dataset = sorted(events.values(), key=lambda event: (event.timestamp, event.event_id))
     logger.info(
         "dataset prepared from the archive",

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recloop.core.events import POSITIVE_EVENTS, Interaction, K
+from recloop.core.progress import Progress, no_progress, within
 from recloop.core.settings import Settings
 from recloop.drift.features import ITEM_CATEGORY, MONITORED_FEATURES, FeatureSet, Source
 from recloop.drift.reference import (
@@ -73,6 +74,8 @@ def ranker_rows(
     settings: Settings,
     params: RankerHyperparameters,
     label_start: int,
+    *,
+    progress: Progress = no_progress,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Feature rows, labels and query sizes from the label window, each with features as of its event."""
     from recloop.serving.ranker_features import FeatureBuilder
@@ -99,6 +102,7 @@ def ranker_rows(
                 labels.append(np.array([1.0] + [0.0] * (len(query) - 1), dtype=np.float32))
                 groups.append(len(query))
         store.apply(event)
+        progress("ranker's training rows", n + 1, len(label_window))
     if not blocks:
         raise ValueError("no labelled query had its item among the candidates; more data is needed")
     return np.vstack(blocks), np.concatenate(labels), groups
@@ -115,15 +119,25 @@ class RankerFit:
 
 
 def train_ranker(
-    events: Sequence[Interaction], settings: Settings, mf_params: MFHyperparameters, params: RankerHyperparameters
+    events: Sequence[Interaction],
+    settings: Settings,
+    mf_params: MFHyperparameters,
+    params: RankerHyperparameters,
+    *,
+    progress: Progress = no_progress,
 ) -> tuple[Any, dict[str, Any]]:
     """A RankerModel: LightGBM LambdaRank over point-in-time features, MF retrained on all events for serving."""
-    fit = fit_ranker(events, settings, mf_params, params)
+    fit = fit_ranker(events, settings, mf_params, params, progress=progress)
     return fit.model, fit.info
 
 
 def fit_ranker(
-    events: Sequence[Interaction], settings: Settings, mf_params: MFHyperparameters, params: RankerHyperparameters
+    events: Sequence[Interaction],
+    settings: Settings,
+    mf_params: MFHyperparameters,
+    params: RankerHyperparameters,
+    *,
+    progress: Progress = no_progress,
 ) -> RankerFit:
     """`train_ranker`, with the training queries handed out (the version's drift reference is made of them)."""
     import lightgbm
@@ -131,8 +145,8 @@ def fit_ranker(
     from recloop.models.ranker import FEATURE_NAMES, RankerModel
 
     label_start = int(len(events) * (1 - params.label_fraction))
-    mf_before_labels = train_mf(events[:label_start], mf_params)
-    rows, labels, groups = ranker_rows(events, mf_before_labels, settings, params, label_start)
+    mf_before_labels = train_mf(events[:label_start], mf_params, progress=within(progress, "before the label window"))
+    rows, labels, groups = ranker_rows(events, mf_before_labels, settings, params, label_start, progress=progress)
     dataset = lightgbm.Dataset(rows, labels, group=groups, feature_name=list(FEATURE_NAMES), free_raw_data=False)
     booster = lightgbm.train(
         {
@@ -151,9 +165,10 @@ def fit_ranker(
         },
         dataset,
         num_boost_round=params.rounds,
+        callbacks=[lambda env: progress("ranker's boosting rounds", env.iteration + 1, env.end_iteration)],
     )
     info = {"ranker_queries": len(groups), "ranker_rows": int(rows.shape[0])}
-    return RankerFit(RankerModel(train_mf(events, mf_params), booster), info, rows, groups)
+    return RankerFit(RankerModel(train_mf(events, mf_params, progress=progress), booster), info, rows, groups)
 
 
 @dataclass
@@ -192,22 +207,28 @@ def train_candidate(
     mf_params: MFHyperparameters | None = None,
     ranker_params: RankerHyperparameters | None = None,
     categories_of: CategoriesOf | None = None,
+    progress: Progress = no_progress,
 ) -> TrainingResult:
     """Train on the earlier events, evaluate candidate and champion on the same later holdout, then refit on all.
 
     The bundle carries the version's drift reference; `categories_of` gives its category mix (see
-    `drift_reference`)."""
+    `drift_reference`). Each step is reported to `progress`."""
     mf_params = mf_params or MFHyperparameters()
     ranker_params = ranker_params or RankerHyperparameters()
     events = sort_by_time(events)
     train, holdout = time_split(events, holdout_fraction)
-    candidate_model, info, ranker = _fit(kind, train, settings, mf_params, ranker_params)
-    candidate_metrics = _evaluate(kind, candidate_model, train, holdout, settings)
+    candidate = within(progress, f"{kind.value} candidate")
+    candidate_model, info, ranker = _fit(kind, train, settings, mf_params, ranker_params, progress=candidate)
+    candidate_metrics = _evaluate(kind, candidate_model, train, holdout, settings, progress=candidate)
     champion_metrics = None
     if champion is not None:
-        champion_metrics = _evaluate(champion.metadata.kind, load_model(champion), train, holdout, settings)
+        champion_model, champion_progress = load_model(champion), within(progress, "champion")
+        champion_metrics = _evaluate(
+            champion.metadata.kind, champion_model, train, holdout, settings, progress=champion_progress
+        )
     if holdout:
-        final_model, info, ranker = _fit(kind, events, settings, mf_params, ranker_params)
+        final = within(progress, f"{kind.value} on all events")
+        final_model, info, ranker = _fit(kind, events, settings, mf_params, ranker_params, progress=final)
     else:
         final_model = candidate_model
     metadata = ModelMetadata(
@@ -223,6 +244,7 @@ def train_candidate(
         # Metadata metrics are numbers: what the holdout could not measure is left out.
         metrics={f"holdout_{k}": float(v) for k, v in candidate_metrics.items() if v is not None},
     )
+    progress("drift reference")
     reference = drift_reference(version, events, categories_of, ranker)
     return TrainingResult(
         with_reference(_bundle(kind, final_model, metadata), reference), candidate_metrics, champion_metrics
@@ -276,23 +298,35 @@ def _fit(
     settings: Settings,
     mf_params: MFHyperparameters,
     ranker_params: RankerHyperparameters,
+    *,
+    progress: Progress,
 ) -> tuple[Any, dict[str, Any], RankerFit | None]:
     if kind is ModelKind.MF:
-        return train_mf(events, mf_params), {}, None
+        return train_mf(events, mf_params, progress=progress), {}, None
     if kind is ModelKind.LGBM:
-        fit = fit_ranker(events, settings, mf_params, ranker_params)
+        fit = fit_ranker(events, settings, mf_params, ranker_params, progress=progress)
         return fit.model, fit.info, fit
     return None, {}, None  # popularity: nothing to learn, the live features are the model
 
 
 def _evaluate(
-    kind: ModelKind, model: Any, history: Sequence[Interaction], holdout: Sequence[Interaction], settings: Settings
+    kind: ModelKind,
+    model: Any,
+    history: Sequence[Interaction],
+    holdout: Sequence[Interaction],
+    settings: Settings,
+    *,
+    progress: Progress,
 ) -> dict[str, float | None]:
     settings = offline_settings(settings)
     if model is None:
-        return evaluate_offline(settings, history, holdout)
+        return evaluate_offline(settings, history, holdout, progress=progress)
     return evaluate_offline(
-        settings, history, holdout, lambda store: TrainedModel("evaluation", kind, model, store, settings)
+        settings,
+        history,
+        holdout,
+        lambda store: TrainedModel("evaluation", kind, model, store, settings),
+        progress=progress,
     )
 
 

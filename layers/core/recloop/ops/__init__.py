@@ -1,1 +1,1 @@
-"""Operations: latency and counter metrics shared across instances, dependency health."""
+"""Operations: latency and counter metrics shared across instances, CloudWatch metrics, dependency health."""

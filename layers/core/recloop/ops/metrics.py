@@ -1,7 +1,8 @@
 """Service metrics shared by every Lambda instance through Redis.
 
 Latencies go into per-minute histograms with log-spaced buckets (10% wide), so percentiles over
-any window are a merge of small hashes, whatever the number of instances.
+any window are a merge of small hashes, whatever the number of instances. The same minutes, read one by one, are
+the latency over time; the feature store counts the events it applies per minute (Keys.metrics_events) beside them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from recloop.adapters.redis import Keys, RedisClient
+from recloop.core.events import EventType
 from recloop.core.latency_histogram import bucket_of, percentile_from_histogram
 
 HISTOGRAM_TTL_SECONDS = 2 * 3600
@@ -37,26 +39,75 @@ class LatencySummary:
 def latency_summary(
     redis_client: RedisClient, window_minutes: int = DEFAULT_WINDOW_MINUTES, now: float | None = None
 ) -> dict[str, LatencySummary]:
+    return {
+        endpoint: _summary(_merged(histograms))
+        for endpoint, histograms in _minute_histograms(redis_client, window_minutes, now).items()
+    }
+
+
+@dataclass(frozen=True)
+class MinuteHistory:
+    """The window minute by minute, oldest first: latency percentiles per endpoint (None in a minute without
+    requests) and events applied per type."""
+
+    minutes: list[int]  # each minute's start, epoch seconds
+    latency: dict[str, list[LatencySummary | None]]
+    events: dict[str, list[int]]
+
+
+def minute_history(
+    redis_client: RedisClient, window_minutes: int = DEFAULT_WINDOW_MINUTES, now: float | None = None
+) -> MinuteHistory:
+    minutes = _window(window_minutes, now)
+    latency = {
+        endpoint: [_summary(h) if h else None for h in histograms]
+        for endpoint, histograms in _minute_histograms(redis_client, window_minutes, now).items()
+    }
+    pipe = redis_client.pipeline(transaction=False)
+    for minute in minutes:
+        pipe.hgetall(Keys.metrics_events(minute))
+    counts = pipe.execute()
+    events = {kind.value: [int(count.get(kind.value, 0)) for count in counts] for kind in EventType}
+    return MinuteHistory(minutes=[minute * 60 for minute in minutes], latency=latency, events=events)
+
+
+def _window(window_minutes: int, now: float | None) -> range:
     last = int((time.time() if now is None else now) // 60)
+    return range(last - window_minutes + 1, last + 1)
+
+
+def _minute_histograms(
+    redis_client: RedisClient, window_minutes: int, now: float | None
+) -> dict[str, list[dict[int, int]]]:
+    """Each endpoint's latency histogram of every minute of the window (oldest first), in one pipeline."""
+    minutes = _window(window_minutes, now)
     endpoints = sorted(redis_client.smembers(Keys.LATENCY_ENDPOINTS))
     pipe = redis_client.pipeline(transaction=False)
     for endpoint in endpoints:
-        for minute in range(last - window_minutes + 1, last + 1):
+        for minute in minutes:
             pipe.hgetall(Keys.metrics_latency(endpoint, minute))
     replies = iter(pipe.execute())
-    summaries: dict[str, LatencySummary] = {}
-    for endpoint in endpoints:
-        histogram: dict[int, int] = {}
-        for _ in range(window_minutes):
-            for bucket, count in next(replies).items():
-                histogram[int(bucket)] = histogram.get(int(bucket), 0) + int(count)
-        summaries[endpoint] = LatencySummary(
-            count=sum(histogram.values()),
-            p50_ms=percentile_from_histogram(histogram, 0.50),
-            p95_ms=percentile_from_histogram(histogram, 0.95),
-            p99_ms=percentile_from_histogram(histogram, 0.99),
-        )
-    return summaries
+    return {
+        endpoint: [{int(bucket): int(count) for bucket, count in next(replies).items()} for _ in minutes]
+        for endpoint in endpoints
+    }
+
+
+def _merged(histograms: list[dict[int, int]]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for histogram in histograms:
+        for bucket, count in histogram.items():
+            merged[bucket] = merged.get(bucket, 0) + count
+    return merged
+
+
+def _summary(histogram: dict[int, int]) -> LatencySummary:
+    return LatencySummary(
+        count=sum(histogram.values()),
+        p50_ms=percentile_from_histogram(histogram, 0.50),
+        p95_ms=percentile_from_histogram(histogram, 0.95),
+        p99_ms=percentile_from_histogram(histogram, 0.99),
+    )
 
 
 def counters(redis_client: RedisClient) -> dict[str, int]:

@@ -1,6 +1,8 @@
 """Train, evaluate and optionally register a model from an event log:
 
 python -m recloop.tools.train --events data.csv --kind lgbm [--register [--promote]]
+
+On a terminal, each step of the training shows its progress on stderr (recloop.tools.progress).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from recloop.learning.datasets import load_events
 from recloop.learning.training import train_candidate
 from recloop.models.bundle import ModelKind
 from recloop.registry.versions import new_version_id
+from recloop.tools.progress import TerminalProgress
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,14 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A version that will serve takes its drift reference's category mix from the deployment's feature store.
     categories_of = get_container().store.categories_of if args.register else None
     started = time.perf_counter()
-    result = train_candidate(
-        kind,
-        load_events(args.events),
-        settings,
-        new_version_id(kind),
-        holdout_fraction=args.holdout_fraction,
-        categories_of=categories_of,
-    )
+    with TerminalProgress() as progress:
+        progress(f"loading {args.events}")
+        events = load_events(args.events)
+        result = train_candidate(
+            kind,
+            events,
+            settings,
+            new_version_id(kind),
+            holdout_fraction=args.holdout_fraction,
+            categories_of=categories_of,
+            progress=progress,
+        )
     report = {
         "version": result.bundle.metadata.version,
         "kind": kind.value,

@@ -24,7 +24,7 @@ from recloop.core.settings import AuthMode
 from recloop.handlers.errors import ApiError
 
 # Open to anyone (the template marks them `Auth: {Authorizer: NONE}`).
-PUBLIC_ROUTES = frozenset({"/api/v1/health", "/api/v1/metrics", "/docs"})
+PUBLIC_ROUTES = frozenset({"/api/v1/health", "/api/v1/metrics", "/api/v1/dashboard", "/docs", "/redoc"})
 # For backend services only: operating the models and online learning, and writing the catalogue.
 SERVICE_ROUTE_PREFIXES = ("/api/v1/mlops/", "/api/v1/items")
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from recloop.adapters.stream import StreamUnavailableError
@@ -28,9 +27,9 @@ from recloop.handlers.http.schemas import (
     ItemsUpserted,
 )
 from recloop.ingest.producer import received_now
+from recloop.ops import cloudwatch
 
 router = Router()
-metrics = Metrics()
 logger = Logger(child=True)
 
 # The stream's own reasons (error codes, messages naming the stream and the account) go to the log only.
@@ -46,9 +45,9 @@ def _ingest(events: list[Interaction]):
     refused = [r.error for r in results if not r.accepted]
     if refused:
         logger.warning("event stream refused events", extra={"count": len(refused), "first_error": refused[0]})
-    accepted = sum(1 for r in results if r.accepted and not r.duplicate)
-    if accepted:
-        metrics.add_metric(name="EventsAccepted", unit=MetricUnit.Count, value=accepted)
+    first_seen = [r for r in results if r.accepted and not r.duplicate]
+    cloudwatch.record_events(r.event.event_type for r in first_seen)
+    cloudwatch.record_conversions(r.credit for r in first_seen if r.credit is not None)
     return results
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from recloop.adapters.aws import aws_errors
@@ -24,16 +24,24 @@ logger = Logger(child=True)
 
 TAGS = ["models"]
 MAX_REASON_LENGTH = 500
+MAX_HISTORY = 50
 
 
 class ModelVersionOut(ModelMetadata):
     is_champion: bool = False
 
 
+class ChampionChangeRecord(ChampionPointer):
+    action: Literal["promote", "rollback"]
+
+
 class ModelsOut(BaseModel):
     champion: ChampionPointer | None
     count: int
     models: list[ModelVersionOut] = Field(description="registered versions, newest first")
+    champion_history: list[ChampionChangeRecord] | None = Field(
+        None, description="with ?history=N: the newest N champion changes (promotions and rollbacks), newest first"
+    )
 
 
 class ChangeIn(BaseModel):
@@ -72,14 +80,24 @@ def _reason(body: ChangeIn | None, default: str) -> str:
     tags=TAGS,
     responses=documented(503),
 )
-def list_models() -> ModelsOut:
+def list_models(
+    history: Annotated[
+        int, Query(ge=0, le=MAX_HISTORY, description="also the newest this many champion changes (one read each)")
+    ] = 0,
+) -> ModelsOut:
     registry = get_registry()
     with registry_errors():
         champion = registry.champion(use_cache=False)
         versions = registry.list_versions()
+        changes: list[dict[str, Any]] | None = registry.history(history) if history else None
     current = champion.version if champion else None
     models = [ModelVersionOut(**m.model_dump(), is_champion=m.version == current) for m in versions]
-    return ModelsOut(champion=champion, count=len(models), models=models)
+    return ModelsOut(
+        champion=champion,
+        count=len(models),
+        models=models,
+        champion_history=None if changes is None else [ChampionChangeRecord.model_validate(c) for c in changes],
+    )
 
 
 @router.get(

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from recloop import __version__
 from recloop.container import get_container
 from recloop.core.events import EventType
 from recloop.handlers.http.resolver import documented, json_response
-from recloop.handlers.http.schemas import ComponentHealth, HealthOut, LatencyOut, MetricsOut, ModelHealth
+from recloop.handlers.http.schemas import (
+    ComponentHealth,
+    HealthOut,
+    LatencyHistoryOut,
+    LatencyOut,
+    MetricsHistoryOut,
+    MetricsOut,
+    ModelHealth,
+)
 from recloop.ops.health import check_components, overall_status
-from recloop.ops.metrics import DEFAULT_WINDOW_MINUTES, counters, latency_summary
+from recloop.ops.metrics import DEFAULT_WINDOW_MINUTES, MinuteHistory, counters, latency_summary, minute_history
 from recloop.serving.champion import reported_model_status
 
 router = Router()
@@ -62,7 +71,11 @@ def _model_health(redis_client: Any) -> ModelHealth | None:
     tags=["operations"],
     responses=documented(503, public=True),
 )
-def get_metrics() -> MetricsOut:
+def get_metrics(
+    history: Annotated[
+        bool, Query(description="also the window minute by minute: latency percentiles and events per type")
+    ] = False,
+) -> MetricsOut:
     redis_client = get_container().redis
     counts = counters(redis_client)
     events = {kind.value: counts.get(f"events:{kind.value}", 0) for kind in EventType}
@@ -79,4 +92,18 @@ def get_metrics() -> MetricsOut:
         recommendations_total=total_recs,
         cold_start_rate=round(counts.get("recommend:cold", 0) / total_recs, 4) if total_recs else 0.0,
         cache_hit_rate=round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        history=_history_out(minute_history(redis_client)) if history else None,
     )
+
+
+def _history_out(history: MinuteHistory) -> MetricsHistoryOut:
+    latency = {
+        endpoint: LatencyHistoryOut(
+            count=[s.count if s else 0 for s in minutes],
+            p50_ms=[s.p50_ms if s else None for s in minutes],
+            p95_ms=[s.p95_ms if s else None for s in minutes],
+            p99_ms=[s.p99_ms if s else None for s in minutes],
+        )
+        for endpoint, minutes in history.latency.items()
+    }
+    return MetricsHistoryOut(minutes=history.minutes, latency=latency, events=history.events)

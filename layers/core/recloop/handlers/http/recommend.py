@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.metrics import MetricUnit
 
 from recloop.adapters.redis import REDIS_ERRORS
 from recloop.container import get_container
@@ -12,10 +11,10 @@ from recloop.handlers.errors import ApiError
 from recloop.handlers.http.access import require_acting_for
 from recloop.handlers.http.resolver import documented
 from recloop.handlers.http.schemas import RecommendedItem, RecommendIn, RecommendOut
+from recloop.ops import cloudwatch
 from recloop.serving.recommender import Recommendation
 
 router = Router()
-metrics = Metrics()
 logger = Logger(child=True)
 
 
@@ -46,8 +45,7 @@ def post_recommend(request: RecommendIn) -> RecommendOut:
         if fallback is None:
             raise ApiError(503, "feature_store_unavailable", "no recommendation could be made; retry later") from exc
         result = fallback
-    if result.cold_start:
-        metrics.add_metric(name="ColdStartRecommendations", unit=MetricUnit.Count, value=1)
+    cloudwatch.record_recommendation(result)
     return to_response(result)
 
 

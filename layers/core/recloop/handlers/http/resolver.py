@@ -23,11 +23,17 @@ from recloop.handlers.errors import ApiError, error_body, status_of
 from recloop.handlers.http.access import access_middleware
 from recloop.handlers.http.request_body import MAX_BODY_BYTES, decode_base64_body, parse_json_body
 from recloop.handlers.http.schemas import ErrorOut
+from recloop.ops import cloudwatch
 from recloop.ops.metrics import record_latency
 
 logger = Logger(child=True)
 
 API_TITLE = "RecLoop"
+# Relative links: /docs, /redoc and api/v1/dashboard share their parent, under any stage path.
+API_DESCRIPTION = (
+    "Operators: the [dashboard](api/v1/dashboard) charts this API's JSON routes live; [ReDoc](redoc) is another "
+    "view of this document."
+)
 
 
 def json_response(status_code: int, body: Any) -> Response:
@@ -103,6 +109,7 @@ def _latency_middleware(app: APIGatewayRestResolver, next_middleware: Callable[.
     response = next_middleware(app)
     elapsed_ms = (time.perf_counter() - started) * 1000
     endpoint = f"{app.current_event.http_method} {app.current_event.resource}"
+    cloudwatch.record_latency(endpoint, elapsed_ms)
     try:
         record_latency(get_container().redis, endpoint, elapsed_ms)
     except REDIS_ERRORS as exc:  # metrics must never fail a request
@@ -165,7 +172,7 @@ def build_resolver(*routers: Router, swagger: bool = False) -> APIGatewayRestRes
     for router in routers:
         app.include_router(router)
     if swagger:
-        app.enable_swagger(path="/docs", title=API_TITLE, version=__version__)
+        app.enable_swagger(path="/docs", title=API_TITLE, version=__version__, description=API_DESCRIPTION)
     return app
 
 

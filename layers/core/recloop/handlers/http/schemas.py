@@ -240,6 +240,19 @@ class LatencyOut(BaseModel):
     p99_ms: float
 
 
+class LatencyHistoryOut(BaseModel):
+    count: list[int]
+    p50_ms: list[float | None] = Field(description="null in a minute without requests")
+    p95_ms: list[float | None]
+    p99_ms: list[float | None]
+
+
+class MetricsHistoryOut(BaseModel):
+    minutes: list[int] = Field(description="the start of each minute of the window, epoch seconds, oldest first")
+    latency: dict[str, LatencyHistoryOut] = Field(description="per endpoint, one value per minute")
+    events: dict[str, list[int]] = Field(description="events applied per type, one count per minute")
+
+
 class MetricsOut(BaseModel):
     window_minutes: int
     latency: dict[str, LatencyOut]
@@ -248,3 +261,4 @@ class MetricsOut(BaseModel):
     recommendations_total: int
     cold_start_rate: float
     cache_hit_rate: float
+    history: MetricsHistoryOut | None = Field(None, description="with ?history=true: the window minute by minute")
