@@ -99,7 +99,7 @@ MOVIETWEETINGS ?= ../shared/data/movietweetings-100k
 bench-replay: $(STAMP)
 	$(PY) -m bench.replay --movietweetings $(MOVIETWEETINGS) --config popularity --config trending --config realtime \
 		--config static_mf --config static_lgbm --config online_features_only --config online \
-		--config implicit_als --config implicit_als_retrain --json
+		--config implicit_als --config implicit_als_retrain --config full_loop --json --plot docs/replay_hr.png
 
 bench-training: $(STAMP)
 	$(PY) -m bench.training --interactions 1000000

@@ -4,7 +4,8 @@ The stack first gets something to show, through its own paths: archived events a
 with a drift reference, a finished state machine run), an experiment against a second version with recommendations
 and conversions, an online update, and a scheduled drift check. The page must then draw every chart from that data,
 name the champion the API names, log no console error, and ask nothing of any host but the local stack. A
-screenshot of it is left in test-artifacts/.
+screenshot of it is left in test-artifacts/. /redoc renders, and Swagger's "Try it out" on POST /api/v1/recommend
+gets a 200 through the same URL a user opens.
 """
 
 from __future__ import annotations
@@ -145,6 +146,18 @@ class Browser:
             self.errors.append(message.text)
 
 
+def try_it_out(swagger: Any, path: str) -> str:
+    """What a new user does in Swagger UI: open the POST operation, "Try it out", "Execute" its example; the
+    response's status code as the page shows it."""
+    operation = swagger.locator(f'.opblock-post:has(.opblock-summary-path[data-path="{path}"])')
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.try-out__btn").click()
+    operation.locator("button.execute").click()
+    status = operation.locator(".live-responses-table tr.response .response-col_status").first
+    status.wait_for(timeout=30_000)
+    return status.inner_text().strip()
+
+
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
@@ -187,7 +200,8 @@ def test_the_dashboard_draws_the_stacks_live_data_with_nothing_from_outside(
     assert page.locator(".problem:not([hidden])").count() == 0
 
     redoc = browser.open(f"{stack.api_url}/redoc")
-    redoc.wait_for_selector("text=POST /api/v1/recommend", timeout=60_000)
+    redoc.get_by_text("/api/v1/recommend", exact=True).first.wait_for(timeout=60_000)
+    assert try_it_out(browser.open(f"{stack.api_url}/docs"), "/api/v1/recommend") == "200"
     assert browser.errors == [] and browser.foreign == []
 
     assert http.post(f"{EXPERIMENTS}/{experiment_id}/stop", None)[0] == 200

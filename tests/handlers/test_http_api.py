@@ -267,6 +267,15 @@ def test_swagger_ui_and_openapi_cover_every_route(api: ApiClient) -> None:
     } <= paths
 
 
+def test_the_openapi_server_is_wherever_the_document_was_read(api: ApiClient) -> None:
+    """Swagger's "Try it out" resolves the server against the document's URL: behind the local proxy
+    (http://localhost:8000/docs) and on the stage URL (https://.../v1/docs) alike. A stage path (/v1) would
+    send the local proxy's requests to /v1/api/v1/..., which answer 403."""
+    status, spec = api.request("ops", "GET", "/docs", query={"format": "json"})
+    assert status == 200
+    assert [server["url"] for server in spec["servers"]] == ["."]
+
+
 def test_unknown_route_is_404(api: ApiClient) -> None:
     assert api.request("event", "POST", "/api/v1/nowhere", {})[0] == 404
 

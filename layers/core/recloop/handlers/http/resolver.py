@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.models import Server
 
 from recloop import __version__
 from recloop.adapters.redis import REDIS_ERRORS, RedisError
@@ -172,7 +173,16 @@ def build_resolver(*routers: Router, swagger: bool = False) -> APIGatewayRestRes
     for router in routers:
         app.include_router(router)
     if swagger:
-        app.enable_swagger(path="/docs", title=API_TITLE, version=__version__, description=API_DESCRIPTION)
+        # A relative server: clients resolve it against the document's own URL, so "Try it out" calls the API where
+        # the document was read, behind the local proxy (http://localhost:8000/) and on the stage URL (.../v1/) alike.
+        # Powertools' default, the stage path (/v1), is wrong wherever the stage is not part of the path.
+        app.enable_swagger(
+            path="/docs",
+            title=API_TITLE,
+            version=__version__,
+            description=API_DESCRIPTION,
+            servers=[Server(url=".", description="the API that serves this document")],
+        )
     return app
 
 

@@ -125,8 +125,7 @@
     const options = {
       width: Math.max(container.clientWidth, 320),
       height: 220,
-      // One point in time alone would stretch the axis over years: give it five minutes either side.
-      scales: { x: { time: true, range: (u, min, max) => (min === max ? [min - 300, max + 300] : [min, max]) } },
+      scales: { x: { time: true, range: timeRange } },
       axes: [{}, { label: yLabel, size: 60 }],
       series: [
         {},
@@ -141,6 +140,16 @@
       ],
     };
     charts[name] = { signature, plot: new uPlot(options, data, container) };
+  }
+
+  // The x range from the data itself: uPlot pads a single time point to years before a range function sees it.
+  // One point alone gets five minutes either side.
+  function timeRange(u) {
+    const xs = u.data[0].filter((x) => x != null);
+    if (!xs.length) return [0, 1];
+    const low = Math.min(...xs);
+    const high = Math.max(...xs);
+    return low === high ? [low - 300, high + 300] : [low, high];
   }
 
   window.addEventListener("resize", () => {
