@@ -14,7 +14,8 @@ STAMP := $(VENV)/.installed
 TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 BUILD_DIR := .aws-sam/build
-SOURCES := $(shell find functions layers -type f \( -name '*.py' -o -name 'requirements.txt' \) 2>/dev/null)
+# Every file the build copies: code, requirements and the pages' static files (a changed script must rebuild too).
+SOURCES := $(shell find functions layers -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 
 .PHONY: help setup system-deps dev down test unit lint build bench bench-replay bench-training bench-online bench-experiments bench-drift bench-dataset clean
 
