@@ -68,6 +68,18 @@ def execution_states(aws: Any, execution_arn: str) -> list[str]:
     return entered
 
 
+def describe_history(aws: Any, execution: dict[str, Any]) -> str:
+    """The execution's history as the console lists it: each event's time since the start, type and state."""
+    sfn, started = aws("stepfunctions"), execution["startDate"]
+    lines = [f"{execution['name']}: {execution['status']}"]
+    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution["executionArn"]):
+        for event in page["events"]:
+            details = event.get("stateEnteredEventDetails") or event.get("stateExitedEventDetails") or {}
+            seconds = (event["timestamp"] - started).total_seconds()
+            lines.append(f"  +{seconds:6.1f}s  {event['type']:<28} {details.get('name', '')}")
+    return "\n".join(lines)
+
+
 def finished_run(http: Http, timeout: float = 600) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         status, body = http.get(STATUS)
@@ -101,6 +113,7 @@ def test_a_forced_retrain_runs_the_state_machine_and_promotes_the_first_version(
     execution = sfn.describe_execution(executionArn=run["execution_arn"])
     assert execution["status"] == "SUCCEEDED" and execution["name"] == name
     assert execution_states(aws, run["execution_arn"]) == SUCCESSFUL_RUN_STATES
+    print(describe_history(aws, execution))
 
     status, models = http.get("/api/v1/mlops/models")
     assert status == 200

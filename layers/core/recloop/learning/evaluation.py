@@ -391,7 +391,7 @@ def replay_system(
     environment names) on top of the replay's."""
     settings = Settings.from_env({"REDIS_URL": redis_url, **REPLAY_SETTINGS_OVERRIDES, **(overrides or {})})
     client = connect(settings)
-    client.flushdb()
+    client.flushdb(asynchronous=True)
     context = ReplayContext(settings, client, FeatureStore(client, settings, historical=True))
     warmup, stream = warmup_split(events)
     started = time.perf_counter()
@@ -412,7 +412,8 @@ def replay_system(
         result = run.result({**seconds, "stream": finished - fitted}, curve_window)
     finally:
         system.close()
-        client.flushdb()
+        # In the background: freeing a replay's keys at once can outlast the client's socket timeout.
+        client.flushdb(asynchronous=True)
         client.close()
     if log is not None:
         hr, ndcg = result[f"hr_at_{k}"], result[f"ndcg_at_{k}"]
