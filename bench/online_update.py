@@ -174,7 +174,7 @@ def bench_update_with_publication(redis_url: str, catalogue: int, users: int, re
     from recloop.registry.model_registry import ModelRegistry
 
     settings = Settings.from_env({"REDIS_URL": redis_url})
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
     rng = np.random.default_rng(5)
     samples, steps = [], []
