@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.common import log
 from bench.online import OnlineLearning
 from recloop.core.events import Interaction
 from recloop.learning.evaluation import ReplayContext
@@ -179,6 +180,11 @@ class FullLoop(OnlineLearning):
                 "seconds": round(time.perf_counter() - started, 1),
                 **outcome,
             }
+        )
+        run = self.retrains[-1]
+        log(
+            f"[full_loop] retrain ({run['trigger']}) at {run['at']} on {run['events']} events, {run['seconds']}s: "
+            f"{run['gate']}"
         )
 
     def _train_and_deploy(self, execution_name: str | None) -> dict[str, Any]:
