@@ -22,14 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from local.runtime import RunningStack
-from recloop.adapters.objects import ObjectStore
-from recloop.models.bundle import ModelKind, ModelMetadata
-from recloop.registry.model_registry import ModelRegistry
 from tests.e2e.conftest import Http, drain_stream
 from tests.e2e.test_experiments import guide_body
-from tests.e2e.test_online_learning import wait_for
+from tests.e2e.test_online_learning import register_small_mf, wait_for
 from tests.e2e.test_retraining import archive_some_taste, finished_run
-from tests.support.learning import trained
 
 pytestmark = pytest.mark.e2e
 
@@ -77,12 +73,7 @@ def retrained_champion(http: Http, stack: RunningStack) -> str:
 
 def run_an_experiment(http: Http, stack: RunningStack, aws: Any, stack_redis: Any, champion: str) -> str:
     """The champion against a small MF; every user asks for recommendations and a third click one."""
-    registry = ModelRegistry(ObjectStore(aws("s3"), stack.outputs["BucketName"]), stack_redis)
-    mf, history = trained()
-    challenger = f"mf-e2e-dashboard-{uuid.uuid4().hex[:8]}"
-    metadata = ModelMetadata(version=challenger, kind=ModelKind.MF)
-    metadata.data_window.end = history[-1].timestamp
-    registry.register(mf.to_bundle(metadata))
+    _, challenger = register_small_mf(stack, aws, stack_redis, prefix="mf-e2e-dashboard")
     status, created = http.post(EXPERIMENTS, guide_body(champion, challenger))
     assert status == 201, created
     experiment_id = created["experiment_id"]

@@ -54,14 +54,22 @@ def empty_registry_after(stack: RunningStack, aws: Any) -> Iterator[None]:
                 s3.delete_object(Bucket=bucket, Key=obj["Key"])
 
 
-def promote_champion(stack: RunningStack, aws: Any, stack_redis: Any) -> tuple[ModelRegistry, str]:
-    """A small MF model (two groups of users with their own items) registered in the stack's bucket as champion."""
+def register_small_mf(
+    stack: RunningStack, aws: Any, stack_redis: Any, prefix: str = "mf-e2e"
+) -> tuple[ModelRegistry, str]:
+    """A small MF model (two groups of users with their own items) registered in the stack's bucket."""
     registry = ModelRegistry(ObjectStore(aws("s3"), stack.outputs["BucketName"]), stack_redis)
     mf, history = trained()
-    version = f"mf-e2e-{uuid.uuid4().hex[:8]}"
+    version = f"{prefix}-{uuid.uuid4().hex[:8]}"
     metadata = ModelMetadata(version=version, kind=ModelKind.MF)
     metadata.data_window.end = history[-1].timestamp
     registry.register(mf.to_bundle(metadata))
+    return registry, version
+
+
+def promote_champion(stack: RunningStack, aws: Any, stack_redis: Any) -> tuple[ModelRegistry, str]:
+    """`register_small_mf`, promoted to champion."""
+    registry, version = register_small_mf(stack, aws, stack_redis)
     registry.promote(version, reason="e2e champion")
     return registry, version
 
