@@ -10,9 +10,10 @@ the half of the loop that decides running on the data's clock:
 - the performance trigger reads the champion's live hit rate, which each online update measures on its buffer
   (`recloop.retraining.performance.LiveHitRate`), recorded with the event time;
 - a started retrain runs what the retrain state machine runs: `record_started`, `train_candidate` on every event
-  seen so far (the archive), the gate against the model in service on the same time-split holdout, register and
-  promote (RETRAIN_DEPLOYMENT=promote: a canary would need live traffic to split), `record_finished`. It runs
-  synchronously between two events: minutes of training are nothing on a clock that moves months in a replay.
+  seen so far (the archive), the gate against the model in service as it stood before the time-split holdout
+  (`champion_baseline`), register and promote (RETRAIN_DEPLOYMENT=promote: a canary would need live traffic to
+  split), `record_finished`. It runs synchronously between two events: minutes of training are nothing on a clock
+  that moves months in a replay.
 
 The status, lock and counters are the product's in the replay's Redis; the registry, drift references, served
 baselines and drift reports are the product's in S3, here moto's in-process S3.
@@ -189,22 +190,23 @@ class FullLoop(OnlineLearning):
 
     def _train_and_deploy(self, execution_name: str | None) -> dict[str, Any]:
         """The retrain state machine's train, gate, register and promote, on every event seen so far."""
+        from recloop.learning.datasets import holdout_start
         from recloop.learning.training import train_candidate
         from recloop.models.bundle import ModelKind
         from recloop.models.loading import load_model
         from recloop.registry.versions import new_version_id
-        from recloop.retraining.workflow import Candidate, gate
+        from recloop.retraining.workflow import HOLDOUT_FRACTION, Candidate, champion_baseline, gate
         from recloop.serving.champion import TrainedModel
 
-        pointer = self.registry.champion(use_cache=False)
-        champion = self.registry.load(pointer.version) if pointer is not None else None
+        parent, baseline = champion_baseline(self.registry, holdout_start(self.seen, HOLDOUT_FRACTION))
         result = train_candidate(
             ModelKind.LGBM,
             self.seen,
             self.context.settings,
             new_version_id(ModelKind.LGBM),
-            champion=champion,
-            parent_version=pointer.version if pointer else None,
+            holdout_fraction=HOLDOUT_FRACTION,
+            champion=self.registry.load(baseline) if baseline is not None else None,
+            parent_version=parent,
             categories_of=self.context.store.categories_of,
         )
         version = result.bundle.metadata.version
@@ -214,14 +216,14 @@ class FullLoop(OnlineLearning):
             kind=ModelKind.LGBM,
             candidate_hr=result.candidate_hr,
             champion_hr=result.champion_hr,
-            champion_version=pointer.version if pointer else None,
+            champion_version=baseline,
             candidate_metrics=result.candidate_metrics,
             champion_metrics=result.champion_metrics,
         )
         verdict = gate(candidate, self.context.settings.retrain_min_improvement)
         if verdict.passed:
             self.registry.register(result.bundle)
-            self.registry.promote(version, verdict.reason, expected_current=pointer.version if pointer else None)
+            self.registry.promote(version, verdict.reason, expected_current=parent)
             self.served = TrainedModel(
                 version, ModelKind.LGBM, load_model(result.bundle), self.context.store, self.context.settings
             )

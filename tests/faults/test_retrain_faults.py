@@ -44,7 +44,7 @@ def run_retrain(execution_name: str, trigger: str, reason: str) -> dict[str, Any
     try:
         step("workflow", "begin_retrain", execution_name, trigger=trigger, reason=reason)
         dataset = step("train", "prepare_dataset", execution_name, events_prefix="events/")
-        candidate = step("train", "train", execution_name, dataset_key=dataset["dataset_key"], kind="mf")
+        candidate = step("train", "train", execution_name, dataset=dataset, kind="mf")
         gate = step("workflow", "gate", execution_name, candidate=candidate)
         assert gate["passed"], gate  # no champion yet: nothing to beat
         step("workflow", "register", execution_name, candidate=candidate)

@@ -15,7 +15,7 @@ from redis.retry import Retry
 
 from recloop.adapters.objects import ObjectStore
 from recloop.adapters.redis import Keys
-from recloop.models.bundle import METADATA_FILE, CorruptModelError, ModelBundle, ModelKind
+from recloop.models.bundle import METADATA_FILE, CorruptModelError, DataWindow, ModelBundle, ModelKind
 from recloop.models.loading import LOADERS
 from recloop.registry.champion import POINTER_KEY, ChampionPointer
 from recloop.registry.errors import (
@@ -338,3 +338,18 @@ def test_a_version_can_be_deleted_unless_serving_or_the_rollback_target(registry
     assert not registry.exists("v-3") and stored_keys(aws["s3"], "models/v-3/") == []
     with pytest.raises(ModelNotFoundError):
         registry.delete("v-3")
+
+
+def test_a_champion_is_judged_as_it_stood_before_a_moment(registry: ModelRegistry) -> None:
+    """A retrain's holdout begins at 250: the champion pop-3 learned from it online, its parent pop-2 did not."""
+    lineage = [("pop-1", None, 100.0), ("pop-2", "pop-1", 200.0), ("pop-3", "pop-2", 300.0)]
+    for version, parent, end in lineage:
+        registry.register(make_bundle(version, parent_version=parent, data_window=DataWindow(start=0.0, end=end)))
+    assert registry.as_it_stood("pop-3", 250.0) == "pop-2"
+    assert registry.as_it_stood("pop-3", 200.0) == "pop-1"  # pop-2 learned an event at 200: not before it
+    assert registry.as_it_stood("pop-3", 301.0) == "pop-3"
+    assert registry.as_it_stood("pop-3", None) == "pop-3"  # no holdout
+    # No ancestor old enough, or a lineage broken by a deleted parent: the version itself.
+    assert registry.as_it_stood("pop-3", 50.0) == "pop-3"
+    registry.delete("pop-2")
+    assert registry.as_it_stood("pop-3", 250.0) == "pop-3"

@@ -5,6 +5,7 @@ The candidate it returns is the one the Lambda branch returns for the same datas
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,13 @@ from recloop.handlers.workflow import handle_task
 from recloop.learning.datasets import load_events
 from recloop.learning.sagemaker import SageMakerNotConfiguredError
 from recloop.learning.sagemaker_job import CANDIDATE_FILE, TrainingOutcome, run_training_job
-from recloop.models.bundle import ModelBundle, ModelKind
+from recloop.models.bundle import DataWindow, ModelBundle, ModelKind, ModelMetadata
 from recloop.models.loading import load_model
 from recloop.registry.model_registry import ModelRegistry
 from recloop.retraining.training_jobs import SageMakerTraining, TrainingJobFailedError, TrainingJobResult
 from recloop.retraining.workflow import Dataset, RetrainWorkflow, dataset_key, load_candidate, write_dataset
 from tests.support.environment import ROOT, TEST_BUCKET
-from tests.support.learning import champion
+from tests.support.learning import champion, trained
 from tests.support.sagemaker import run_training_job as run_emulated_job
 
 MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
@@ -66,7 +67,7 @@ def test_a_training_job_trains_the_candidate_the_lambda_branch_trains(
 ) -> None:
     objects, registry = training.objects, training.registry
     champion(registry)
-    job = training.build(EXECUTION, dataset, ModelKind.MF, holdout_fraction=0.1)
+    job = training.build(EXECUTION, dataset, ModelKind.MF)
     assert objects.exists(job.source_key)
     assert job.champion_version == "mf-online-test-0"
 
@@ -77,7 +78,7 @@ def test_a_training_job_trains_the_candidate_the_lambda_branch_trains(
 
     on_sagemaker = training.collect(EXECUTION, job, TrainingJobResult.model_validate(emulated.describe()))
     workflow = RetrainWorkflow(None, objects, registry, None, training.settings)  # type: ignore[arg-type]  # train only
-    on_lambda = workflow.train(EXECUTION, dataset.dataset_key, ModelKind.MF, 0.1)
+    on_lambda = workflow.train(EXECUTION, dataset, ModelKind.MF)
 
     assert on_sagemaker.version == job.version != on_lambda.version
     assert on_sagemaker.model_dump(exclude={"version"}) == on_lambda.model_dump(exclude={"version"})
@@ -95,7 +96,7 @@ def test_the_job_reports_why_it_failed(
 ) -> None:
     broken = Dataset(dataset_key=dataset_key(EXECUTION), events=0, bytes=0)
     objects.put(broken.dataset_key, b"not gzip", "application/gzip")
-    job = training.build(EXECUTION, broken, ModelKind.MF, holdout_fraction=0.1)
+    job = training.build(EXECUTION, broken, ModelKind.MF)
     emulated = run_emulated_job(job.request, aws["s3"], tmp_path)
     assert emulated.process.returncode != 0
     assert emulated.failure is not None and emulated.failure.startswith("BadGzipFile: Not a gzipped file")
@@ -116,7 +117,7 @@ def test_the_entry_point_needs_its_train_channel(tmp_path: Path) -> None:
 def test_collect_refuses_an_artifact_outside_the_jobs_output_path(
     training: SageMakerTraining, dataset: Dataset
 ) -> None:
-    job = training.build(EXECUTION, dataset, ModelKind.MF, holdout_fraction=0.1)
+    job = training.build(EXECUTION, dataset, ModelKind.MF)
     elsewhere = f"s3://{TEST_BUCKET}/sagemaker/retrain-other/{job.job_name}/output/model.tar.gz"
     result = TrainingJobResult.model_validate(
         {"TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": elsewhere}}
@@ -128,7 +129,7 @@ def test_collect_refuses_an_artifact_outside_the_jobs_output_path(
 def test_collect_refuses_an_artifact_of_another_version(
     objects: ObjectStore, training: SageMakerTraining, dataset: Dataset
 ) -> None:
-    job = training.build(EXECUTION, dataset, ModelKind.MF, holdout_fraction=0.1)
+    job = training.build(EXECUTION, dataset, ModelKind.MF)
     key = f"sagemaker/{EXECUTION}/{job.job_name}/output/model.tar.gz"
     objects.put(key, _artifact_of("popularity-other"), "application/gzip")
     result = {"TrainingJobStatus": "Completed", "ModelArtifacts": {"S3ModelArtifacts": f"s3://{TEST_BUCKET}/{key}"}}
@@ -139,7 +140,7 @@ def test_collect_refuses_an_artifact_of_another_version(
 def test_build_needs_the_role_and_the_dataset(objects: ObjectStore, registry: ModelRegistry, dataset: Dataset) -> None:
     unconfigured = SageMakerTraining(objects, registry, Settings.from_env({"BUCKET_NAME": TEST_BUCKET}))
     with pytest.raises(SageMakerNotConfiguredError) as refused:
-        unconfigured.build(EXECUTION, dataset, ModelKind.MF, 0.1)
+        unconfigured.build(EXECUTION, dataset, ModelKind.MF)
     assert refused.value.details == {"field": "SAGEMAKER_ROLE_ARN"}
 
     configured = SageMakerTraining(
@@ -147,7 +148,7 @@ def test_build_needs_the_role_and_the_dataset(objects: ObjectStore, registry: Mo
     )
     missing = dataset.model_copy(update={"dataset_key": dataset_key("retrain-manual-20261130T0000Z")})
     with pytest.raises(ValueError, match="does not exist"):
-        configured.build(EXECUTION, missing, ModelKind.MF, 0.1)
+        configured.build(EXECUTION, missing, ModelKind.MF)
 
 
 def test_the_workflow_function_runs_both_steps(
@@ -213,3 +214,36 @@ def _artifact_of(version: str) -> bytes:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def test_both_branches_judge_the_champion_as_it_stood_before_the_holdout(
+    objects: ObjectStore, registry: ModelRegistry, training: SageMakerTraining
+) -> None:
+    """The champion published an online update that learned the holdout's events: the candidate is compared with
+    its parent, which had not seen them, and still succeeds the champion of the moment."""
+    events = load_events(MOVIETWEETINGS, limit=1500)
+    workflow = RetrainWorkflow(None, objects, registry, None, training.settings)  # type: ignore[arg-type]  # train only
+    dataset = workflow.prepare_dataset(EXECUTION, events)
+    assert dataset.holdout_start == events[int(len(events) * 0.9)].timestamp
+
+    model, _ = trained()
+    learned = [
+        ("mf-online-test-0", None, dataset.holdout_start - 1),
+        ("mf-online-test-1", "mf-online-test-0", events[-1].timestamp),
+    ]
+    for version, parent, end in learned:
+        window = DataWindow(start=events[0].timestamp, end=end)
+        registry.register(
+            model.to_bundle(
+                ModelMetadata(version=version, kind=ModelKind.MF, parent_version=parent, data_window=window)
+            )
+        )
+    registry.promote("mf-online-test-1", reason="an online update")
+
+    job = training.build(EXECUTION, dataset, ModelKind.MF)
+    assert job.champion_version == "mf-online-test-0"
+    assert json.loads(job.request["HyperParameters"]["parent_version"]) == "mf-online-test-1"
+
+    candidate = workflow.train(EXECUTION, dataset, ModelKind.MF)
+    assert candidate.champion_version == "mf-online-test-0"
+    assert load_candidate(objects, candidate.candidate_prefix).metadata.parent_version == "mf-online-test-1"

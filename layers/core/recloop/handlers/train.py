@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from recloop.adapters.objects import ObjectStore
 from recloop.container import get_container
 from recloop.learning.archive import ARCHIVE_PREFIX, compact_closed_days, prepare_dataset
+from recloop.learning.datasets import holdout_start
 from recloop.learning.training import train_candidate
 from recloop.models.bundle import ModelKind
+from recloop.retraining.workflow import Dataset, champion_baseline
 
 logger = Logger(service="recloop-train")
 
@@ -47,9 +49,8 @@ class TrainTask(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     execution_name: str
-    dataset_key: str
+    dataset: Dataset
     kind: ModelKind = ModelKind.LGBM
-    holdout_fraction: float = Field(0.1, gt=0, le=0.5)
 
 
 def prepare_dataset_task(event: dict[str, Any]) -> dict[str, Any]:
@@ -74,9 +75,7 @@ def compact_archive(objects: ObjectStore, prefix: str) -> None:
 
 def train_task(event: dict[str, Any]) -> dict[str, Any]:
     request = TrainTask.model_validate(event)
-    candidate = get_container().retrain_workflow.train(
-        request.execution_name, request.dataset_key, request.kind, request.holdout_fraction
-    )
+    candidate = get_container().retrain_workflow.train(request.execution_name, request.dataset, request.kind)
     return candidate.model_dump(mode="json")
 
 
@@ -107,16 +106,15 @@ def train_directly(event: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"only {len(events)} archived events under {request.events_prefix}{since}; need {MIN_TRAINING_EVENTS}"
         )
-    pointer = registry.champion(use_cache=False)
-    champion = registry.load(pointer.version) if pointer else None
+    parent, baseline = champion_baseline(registry, holdout_start(events, request.holdout_fraction))
     result = train_candidate(
         request.kind,
         events,
         services.settings,
         new_version_id(request.kind),
         holdout_fraction=request.holdout_fraction,
-        champion=champion,
-        parent_version=pointer.version if pointer else None,
+        champion=registry.load(baseline) if baseline else None,
+        parent_version=parent,
         categories_of=services.store.categories_of,
     )
     version = result.bundle.metadata.version
@@ -132,7 +130,7 @@ def train_directly(event: dict[str, Any]) -> dict[str, Any]:
         "interactions": len(events),
         "candidate": result.candidate_metrics,
         "champion": result.champion_metrics,
-        "champion_version": pointer.version if pointer else None,
+        "champion_version": baseline,
         "promoted": promoted,
     }
     logger.info("training finished", extra=outcome)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from recloop.adapters.aws import aws_errors
 from recloop.adapters.redis import REDIS_ERRORS
@@ -66,7 +66,6 @@ class CandidateInput(RunInput):
 class BuildTrainingJobInput(RunInput):
     dataset: Dataset
     kind: ModelKind = ModelKind.LGBM
-    holdout_fraction: float = Field(0.1, gt=0, le=0.5)
 
 
 class CollectTrainingJobInput(RunInput):
@@ -126,9 +125,7 @@ def begin_retrain(event: dict[str, Any]) -> dict[str, Any]:
 
 def build_training_job(event: dict[str, Any]) -> dict[str, Any]:
     request = BuildTrainingJobInput.model_validate(event)
-    job = get_container().sagemaker_training.build(
-        request.execution_name, request.dataset, request.kind, request.holdout_fraction
-    )
+    job = get_container().sagemaker_training.build(request.execution_name, request.dataset, request.kind)
     return job.model_dump(mode="json")
 
 

@@ -95,8 +95,18 @@ def sort_by_time(events: Sequence[Interaction]) -> list[Interaction]:
 
 def time_split(events: Sequence[Interaction], holdout_fraction: float) -> tuple[list[Interaction], list[Interaction]]:
     """Earlier events train, later ones validate: never the future to predict the past."""
-    cut = int(len(events) * (1 - holdout_fraction))
+    cut = _holdout_cut(len(events), holdout_fraction)
     return list(events[:cut]), list(events[cut:])
+
+
+def holdout_start(events: Sequence[Interaction], holdout_fraction: float) -> float | None:
+    """When `time_split`'s holdout of these time-ordered events begins; None if it is empty."""
+    cut = _holdout_cut(len(events), holdout_fraction)
+    return events[cut].timestamp if cut < len(events) else None
+
+
+def _holdout_cut(count: int, holdout_fraction: float) -> int:
+    return int(count * (1 - holdout_fraction))
 
 
 Row = tuple[str, str, str, float, str | None]  # user, item, event type, unix seconds, event id if the source has one

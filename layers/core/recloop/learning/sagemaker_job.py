@@ -40,7 +40,8 @@ class JobHyperparameters(BaseModel):
     kind: ModelKind
     version: str
     holdout_fraction: float = Field(gt=0, le=0.5)
-    champion_version: str | None = None
+    champion_version: str | None = Field(None, description="the version to beat on the holdout (its files: champion)")
+    parent_version: str | None = Field(None, description="the champion the candidate succeeds")
 
 
 class ContainerPaths(BaseModel):
@@ -94,7 +95,7 @@ def _train(paths: ContainerPaths, params: JobHyperparameters, settings: Settings
         params.version,
         holdout_fraction=params.holdout_fraction,
         champion=champion,
-        parent_version=params.champion_version,
+        parent_version=params.parent_version or params.champion_version,
     )
     outcome = TrainingOutcome(
         version=result.bundle.metadata.version,

@@ -13,9 +13,13 @@ from recloop.adapters.redis import RedisClient
 from recloop.models.bundle import ModelBundle, ModelMetadata
 from recloop.models.loading import load_model
 from recloop.registry.champion import Champion, ChampionPointer, PointerCache
-from recloop.registry.errors import VersionInUseError
+from recloop.registry.errors import ModelNotFoundError, VersionInUseError
 from recloop.registry.history import ChampionHistory
 from recloop.registry.versions import ModelVersions
+
+# How far `as_it_stood` follows parents: online updates publish a child per mini-batch, and a holdout spans a few
+# hundred of them at most.
+MAX_LINEAGE_STEPS = 5000
 
 
 class ModelRegistry:
@@ -49,6 +53,27 @@ class ModelRegistry:
 
     def load(self, version: str) -> ModelBundle:
         return self.versions.load(version)
+
+    def as_it_stood(self, version: str, before: float | None) -> str:
+        """The version, or its newest ancestor, that had learned from nothing at or after `before` (unix seconds).
+
+        A candidate and the champion are compared on the same holdout of recent events; the champion of the moment
+        may have learned those very events online, so it is judged as it stood when the holdout began. Where the
+        lineage does not reach back that far (a parent deleted, or no ancestor old enough), the version itself."""
+        if before is None:
+            return version
+        current: str | None = version
+        for _ in range(MAX_LINEAGE_STEPS):
+            if current is None:
+                break
+            try:
+                metadata = self.versions.get(current)
+            except ModelNotFoundError:
+                break
+            if metadata.data_window.end is not None and metadata.data_window.end < before:
+                return current
+            current = metadata.parent_version
+        return version
 
     def delete(self, version: str) -> None:
         """Remove a version that is neither the champion nor the one a rollback would return to."""

@@ -30,7 +30,7 @@ from recloop.learning.sagemaker import (
 from recloop.learning.sagemaker_job import JobHyperparameters
 from recloop.models.bundle import ModelKind
 from recloop.registry.versions import new_version_id
-from recloop.retraining.workflow import Candidate, Dataset, candidate_prefix, store_candidate
+from recloop.retraining.workflow import Candidate, Dataset, candidate_prefix, champion_baseline, store_candidate
 
 if TYPE_CHECKING:
     from recloop.adapters.objects import ObjectStore
@@ -88,7 +88,7 @@ class SageMakerTraining:
         self.settings = settings
         self.package_root = package_root or running_package_root()
 
-    def build(self, execution_name: str, dataset: Dataset, kind: ModelKind, holdout_fraction: float) -> TrainingJob:
+    def build(self, execution_name: str, dataset: Dataset, kind: ModelKind) -> TrainingJob:
         """The training job's request; the source archive uploaded if this code version has none yet."""
         if not self.objects.exists(dataset.dataset_key):
             raise InvalidInputError(f"dataset {dataset.dataset_key} does not exist", field="dataset_key")
@@ -96,12 +96,13 @@ class SageMakerTraining:
         key = source_key(archive)
         if self.objects.put_if_absent(key, archive, "application/gzip"):
             logger.info("training source uploaded", extra={"source_key": key, "bytes": len(archive)})
-        pointer = self.registry.champion(use_cache=False)
+        parent, baseline = champion_baseline(self.registry, dataset.holdout_start)
         params = JobHyperparameters(
             kind=kind,
             version=new_version_id(kind),
-            holdout_fraction=holdout_fraction,
-            champion_version=pointer.version if pointer else None,
+            holdout_fraction=dataset.holdout_fraction,
+            champion_version=baseline,
+            parent_version=parent,
         )
         request = training_job_request(
             self.settings,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from recloop.core.errors import ConflictError, InvalidInputError
 from recloop.core.events import Interaction
-from recloop.learning.datasets import decode_dataset, encode_dataset
+from recloop.learning.datasets import decode_dataset, encode_dataset, holdout_start
 from recloop.learning.sagemaker_job import TrainingOutcome
 from recloop.models.bundle import ModelBundle, ModelKind
 from recloop.registry.errors import VersionExistsError
@@ -38,6 +38,7 @@ logger = Logger(child=True)
 DATASETS_PREFIX = "datasets/"
 CANDIDATES_PREFIX = "candidates/"
 MIN_TRAINING_EVENTS = 100
+HOLDOUT_FRACTION = 0.1
 # The canary: the new version against the champion for this share of users, promoted when it wins.
 CANARY_NAME_PREFIX = "canary"
 
@@ -58,6 +59,10 @@ class Dataset(BaseModel):
     events: int
     bytes: int = Field(description="compressed size: what decides where to train")
     train_on: TrainingTarget = TrainingTarget.LAMBDA
+    holdout_fraction: float = Field(HOLDOUT_FRACTION, gt=0, le=0.5, description="the latest events kept to judge")
+    holdout_start: float | None = Field(
+        None, description="unix seconds of the holdout's first event: the champion is judged as it stood before it"
+    )
 
 
 def training_target(size: int, settings: Settings) -> TrainingTarget:
@@ -128,6 +133,16 @@ def load_candidate(objects: ObjectStore, prefix: str) -> ModelBundle:
     return ModelBundle.from_files(files)
 
 
+def champion_baseline(registry: ModelRegistry, holdout_start: float | None) -> tuple[str | None, str | None]:
+    """The champion (the candidate's parent) and the version of it the candidate must beat: the champion as it
+    stood before the holdout began. The champion of the moment has learned the holdout's events online, and would
+    be judged on answers it was taught; both None without a champion."""
+    pointer = registry.champion(use_cache=False)
+    if pointer is None:
+        return None, None
+    return pointer.version, registry.as_it_stood(pointer.version, holdout_start)
+
+
 def gate(candidate: Candidate, min_improvement: float) -> GateResult:
     """The candidate replaces the champion only if it is at least as good on the same holdout (plus a margin)."""
     if candidate.champion_hr is None:
@@ -137,7 +152,8 @@ def gate(candidate: Candidate, min_improvement: float) -> GateResult:
     return GateResult(
         passed=candidate.candidate_hr >= needed,
         reason=f"{verdict}: holdout HR@10 {candidate.candidate_hr:.4f} vs the champion's "
-        f"{candidate.champion_hr:.4f} ({candidate.champion_version}), needs >= {needed:.4f}",
+        f"{candidate.champion_hr:.4f} (as it stood before the holdout: {candidate.champion_version}), "
+        f"needs >= {needed:.4f}",
     )
 
 
@@ -159,7 +175,9 @@ class RetrainWorkflow:
         self.settings = settings
         self.categories_of = categories_of  # the items' categories, for the candidate's drift reference
 
-    def prepare_dataset(self, execution_name: str, events: list[Interaction]) -> Dataset:
+    def prepare_dataset(
+        self, execution_name: str, events: list[Interaction], holdout_fraction: float = HOLDOUT_FRACTION
+    ) -> Dataset:
         """Write the de-duplicated, time-ordered archive the run trains on; NotEnoughEventsError if too small."""
         if len(events) < MIN_TRAINING_EVENTS:
             raise NotEnoughEventsError(
@@ -172,23 +190,29 @@ class RetrainWorkflow:
         logger.info(
             "dataset prepared", extra={"dataset_key": key, "events": len(events), "bytes": size, "train_on": target}
         )
-        return Dataset(dataset_key=key, events=len(events), bytes=size, train_on=target)
+        return Dataset(
+            dataset_key=key,
+            events=len(events),
+            bytes=size,
+            train_on=target,
+            holdout_fraction=holdout_fraction,
+            holdout_start=holdout_start(events, holdout_fraction),
+        )
 
-    def train(self, execution_name: str, dataset: str, kind: ModelKind, holdout_fraction: float) -> Candidate:
-        """Train on the dataset, compare with the champion on the same time-split holdout, store the candidate."""
+    def train(self, execution_name: str, dataset: Dataset, kind: ModelKind) -> Candidate:
+        """Train on the dataset, compare with the champion as it stood before the holdout, store the candidate."""
         from recloop.learning.training import train_candidate
 
-        events = read_dataset(self.objects, dataset)
-        pointer = self.registry.champion(use_cache=False)
-        champion = self.registry.load(pointer.version) if pointer is not None else None
+        events = read_dataset(self.objects, dataset.dataset_key)
+        parent, baseline = champion_baseline(self.registry, dataset.holdout_start)
         result = train_candidate(
             kind,
             events,
             self.settings,
             new_version_id(kind),
-            holdout_fraction=holdout_fraction,
-            champion=champion,
-            parent_version=pointer.version if pointer else None,
+            holdout_fraction=dataset.holdout_fraction,
+            champion=self.registry.load(baseline) if baseline is not None else None,
+            parent_version=parent,
             categories_of=self.categories_of,
         )
         prefix = candidate_prefix(execution_name)
@@ -199,7 +223,7 @@ class RetrainWorkflow:
             kind=kind,
             candidate_hr=result.candidate_hr,
             champion_hr=result.champion_hr,
-            champion_version=pointer.version if pointer else None,
+            champion_version=baseline,
             candidate_metrics=result.candidate_metrics,
             champion_metrics=result.champion_metrics,
         )
