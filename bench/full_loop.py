@@ -190,21 +190,21 @@ class FullLoop(OnlineLearning):
 
     def _train_and_deploy(self, execution_name: str | None) -> dict[str, Any]:
         """The retrain state machine's train, gate, register and promote, on every event seen so far."""
-        from recloop.learning.datasets import holdout_start
         from recloop.learning.training import train_candidate
         from recloop.models.bundle import ModelKind
         from recloop.models.loading import load_model
         from recloop.registry.versions import new_version_id
-        from recloop.retraining.workflow import HOLDOUT_FRACTION, Candidate, champion_baseline, gate
+        from recloop.retraining.workflow import Candidate, champion_baseline, gate, plan_holdout
         from recloop.serving.champion import TrainedModel
 
-        parent, baseline = champion_baseline(self.registry, holdout_start(self.seen, HOLDOUT_FRACTION))
+        plan = plan_holdout(self.registry, self.seen)
+        parent, baseline = champion_baseline(self.registry, plan.holdout_start)
         result = train_candidate(
             ModelKind.LGBM,
             self.seen,
             self.context.settings,
             new_version_id(ModelKind.LGBM),
-            holdout_fraction=HOLDOUT_FRACTION,
+            holdout_fraction=plan.holdout_fraction,
             champion=self.registry.load(baseline) if baseline is not None else None,
             parent_version=parent,
             categories_of=self.context.store.categories_of,

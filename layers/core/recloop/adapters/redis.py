@@ -7,21 +7,25 @@ about one item shares ``{i:<id>}``. Operations that span users, items and global
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.commands.core import Script
 from redis.credentials import CredentialProvider
+from redis.exceptions import RedisClusterException
 
 from recloop.adapters.redis_credentials import SecretCredentialProvider
 from recloop.core.settings import Settings
 
 RedisClient = Any  # redis.Redis or redis.cluster.RedisCluster; both expose the commands used here.
 # What a Redis call raises when the server cannot be reached or answers with an error (OSError: a socket that failed
-# before redis-py could wrap it).
+# before redis-py could wrap it; RedisClusterException, not a RedisError: a cluster client that reaches no node to
+# learn the slots from, or finds a slot that no node serves, as during a failover).
 RedisError = redis.RedisError
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, RedisClusterException, OSError)
 # Delete KEYS[1] only if it still holds ARGV[1]: how a holder gives up a claim or a lock it may have lost.
 DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -50,8 +54,67 @@ def connect(settings: Settings, credentials: CredentialProvider | None = None) -
     if settings.redis_tls_ca_file:  # the settings allow it with rediss:// only
         options["ssl_ca_certs"] = settings.redis_tls_ca_file
     if settings.redis_cluster:
-        return _Cluster.from_url(settings.redis_url, **options)
+        url = settings.redis_url
+        return LazyCluster(lambda: _Cluster.from_url(url, **options))
     return redis.Redis.from_url(settings.redis_url, redis_connect_func=_on_connect, **options)
+
+
+def is_cluster(client: RedisClient) -> bool:
+    """Whether `client` talks to a Redis Cluster: a transaction (MULTI, WATCH) or a script there reaches one slot."""
+    return isinstance(client, RedisCluster | LazyCluster)
+
+
+def queue_script(pipe: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """Queue a registered script on the caller's pipeline. A cluster pipeline refuses EVALSHA (a node that lacks the
+    script would answer NOSCRIPT, which redis-py cannot recover inside a pipeline), so there the script's text goes
+    with EVAL: each node compiles it once and keeps it."""
+    if isinstance(pipe, ClusterPipeline):
+        pipe.eval(script.script, len(keys), *keys, *args)
+    else:
+        script(keys=keys, args=args, client=pipe)
+
+
+class _Utf8:
+    """What a Script asks of its client's encoder: the script's bytes, to name it by their SHA1."""
+
+    @staticmethod
+    def encode(value: str | bytes) -> bytes:
+        return value if isinstance(value, bytes) else value.encode()
+
+
+class LazyCluster:
+    """A RedisCluster client built on its first command. RedisCluster's constructor connects (it reads the slot map
+    and the command table from a node), so built at once a cluster unreachable at a cold start would fail the wiring,
+    outside every handler's `except REDIS_ERRORS`; built here, it fails the first Redis call with a ConnectionError,
+    as a single server's client does, and the next call tries again."""
+
+    def __init__(self, build: Callable[[], RedisCluster]) -> None:
+        self._build = build
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def cluster(self) -> RedisCluster:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._build()
+                    except RedisClusterException as exc:  # no node reachable, or a slot not served
+                        raise redis.ConnectionError(str(exc)) from exc
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cluster(), name)
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # bound to this client: it connects when the script first runs
+
+    def get_encoder(self) -> _Utf8:
+        return _Utf8()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 def _handshake(connection: Any, handshake: Callable[[], None]) -> None:

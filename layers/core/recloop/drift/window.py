@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from recloop.adapters.redis import Keys, RedisClient
+from recloop.adapters.redis import Keys, RedisClient, queue_script
 from recloop.drift.features import MONITORED_FEATURES, FeatureSet, Source
 
 if TYPE_CHECKING:
@@ -134,7 +134,10 @@ class DriftWindow:
         for row in encoded:
             args += [repr(self.rng.random()), row]
         keys = [Keys.drift_reservoir(window), Keys.drift_reservoir_seen(window)]
-        self._offer(keys=keys, args=args, client=pipeline)
+        if pipeline is None:
+            self._offer(keys=keys, args=args)
+        else:
+            queue_script(pipeline, self._offer, keys, args)
 
     # Reading and restarting: the drift check.
     def sample(self, lineage: str) -> WindowSample:
@@ -160,7 +163,9 @@ class DriftWindow:
         windows = {Source.SERVED: served_window(lineage), Source.EVENTS: EVENTS_WINDOW}
         pipe = self.redis.pipeline(transaction=False)
         for source in sources:
-            pipe.delete(Keys.drift_reservoir(windows[source]), Keys.drift_reservoir_seen(windows[source]))
+            # One DEL per key: a cluster pipeline refuses a multi-key DEL, even of keys on one slot.
+            pipe.delete(Keys.drift_reservoir(windows[source]))
+            pipe.delete(Keys.drift_reservoir_seen(windows[source]))
         pipe.execute()
 
     def _decode_served(self, raw_rows: list[str | bytes]) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recloop.adapters.redis import Keys, RedisClient
+from recloop.adapters.redis import Keys, RedisClient, queue_script
 from recloop.core.latency_histogram import bucket_of, percentile_from_histogram
 
 # An outcome's claim outlives every redelivery that could still credit it: the default attribution window (1 day)
@@ -104,7 +104,7 @@ class ExperimentCounters:
         for outcome_id, positive in outcomes:
             keys.append(Keys.experiment_outcome(experiment_id, outcome_id))
             fields.append("conversions" if positive else "negatives")
-        self._claim_and_count(keys=keys, args=fields, client=pipe)
+        queue_script(pipe, self._claim_and_count, keys, fields)
 
     def counts(self, experiment_id: str, variants: list[str]) -> dict[str, ArmCounts]:
         pipe = self.redis.pipeline(transaction=False)

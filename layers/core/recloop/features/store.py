@@ -29,7 +29,7 @@ from functools import lru_cache
 from itertools import batched
 from typing import Any, NamedTuple
 
-from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient
+from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient, is_cluster
 from recloop.core.errors import UnavailableError
 from recloop.core.events import CONVERSION_EVENTS, EVENT_WEIGHTS, EventType, Interaction
 from recloop.core.settings import Settings
@@ -140,8 +140,10 @@ class FeatureStore:
         self.settings = settings
         self.clock = DecayClock(redis_client, settings.half_life_seconds, historical=historical)
         self.trending = TrendingRanking(redis_client, settings.trending_half_life_seconds)
-        # A transaction makes each batch's update all-or-nothing; a cluster cannot run one across slots.
-        self._transactional = not settings.redis_cluster
+        # A transaction makes each batch's update all-or-nothing; a cluster cannot run one across slots. Asked of the
+        # client, not of REDIS_CLUSTER: a store given a cluster client under other settings (a tool, a replay)
+        # would send MULTI across slots and fail every update.
+        self._transactional = not is_cluster(redis_client)
         self._dedup_seconds = settings.deduplication_seconds
 
     # -- writes ---------------------------------------------------------------------------------

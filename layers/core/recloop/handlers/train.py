@@ -11,10 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from recloop.adapters.objects import ObjectStore
 from recloop.container import get_container
 from recloop.learning.archive import ARCHIVE_PREFIX, compact_closed_days, prepare_dataset
-from recloop.learning.datasets import holdout_start
 from recloop.learning.training import train_candidate
 from recloop.models.bundle import ModelKind
-from recloop.retraining.workflow import Dataset, champion_baseline
+from recloop.retraining.workflow import Dataset, champion_baseline, plan_holdout
 
 logger = Logger(service="recloop-train")
 
@@ -106,13 +105,14 @@ def train_directly(event: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"only {len(events)} archived events under {request.events_prefix}{since}; need {MIN_TRAINING_EVENTS}"
         )
-    parent, baseline = champion_baseline(registry, holdout_start(events, request.holdout_fraction))
+    plan = plan_holdout(registry, events, request.holdout_fraction)
+    parent, baseline = champion_baseline(registry, plan.holdout_start)
     result = train_candidate(
         request.kind,
         events,
         services.settings,
         new_version_id(request.kind),
-        holdout_fraction=request.holdout_fraction,
+        holdout_fraction=plan.holdout_fraction,
         champion=registry.load(baseline) if baseline else None,
         parent_version=parent,
         categories_of=services.store.categories_of,

@@ -6,6 +6,7 @@ serve never takes over.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from recloop.adapters.objects import ObjectStore
@@ -17,7 +18,7 @@ from recloop.registry.errors import ModelNotFoundError, VersionInUseError
 from recloop.registry.history import ChampionHistory
 from recloop.registry.versions import ModelVersions
 
-# How far `as_it_stood` follows parents: online updates publish a child per mini-batch, and a holdout spans a few
+# How far `lineage` follows parents: online updates publish a child per mini-batch, and a holdout spans a few
 # hundred of them at most.
 MAX_LINEAGE_STEPS = 5000
 
@@ -54,6 +55,20 @@ class ModelRegistry:
     def load(self, version: str) -> ModelBundle:
         return self.versions.load(version)
 
+    def lineage(self, version: str) -> Iterator[ModelMetadata]:
+        """The version and its ancestors through `parent_version`, newest first, as far as they are registered
+        (read one by one: a caller that stops early reads no further)."""
+        current: str | None = version
+        for _ in range(MAX_LINEAGE_STEPS):
+            if current is None:
+                return
+            try:
+                metadata = self.versions.get(current)
+            except ModelNotFoundError:
+                return
+            yield metadata
+            current = metadata.parent_version
+
     def as_it_stood(self, version: str, before: float | None) -> str:
         """The version, or its newest ancestor, that had learned from nothing at or after `before` (unix seconds).
 
@@ -62,17 +77,9 @@ class ModelRegistry:
         lineage does not reach back that far (a parent deleted, or no ancestor old enough), the version itself."""
         if before is None:
             return version
-        current: str | None = version
-        for _ in range(MAX_LINEAGE_STEPS):
-            if current is None:
-                break
-            try:
-                metadata = self.versions.get(current)
-            except ModelNotFoundError:
-                break
+        for metadata in self.lineage(version):
             if metadata.data_window.end is not None and metadata.data_window.end < before:
-                return current
-            current = metadata.parent_version
+                return metadata.version
         return version
 
     def delete(self, version: str) -> None:

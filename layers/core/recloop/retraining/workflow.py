@@ -11,6 +11,8 @@ gate passed; what the gate refused stays under `candidates/` for inspection (the
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,7 @@ DATASETS_PREFIX = "datasets/"
 CANDIDATES_PREFIX = "candidates/"
 MIN_TRAINING_EVENTS = 100
 HOLDOUT_FRACTION = 0.1
+MIN_HOLDOUT_EVENTS = 200  # fewer, and HR@10 on them is too noisy to judge by
 # The canary: the new version against the champion for this share of users, promoted when it wins.
 CANARY_NAME_PREFIX = "canary"
 
@@ -133,6 +136,38 @@ def load_candidate(objects: ObjectStore, prefix: str) -> ModelBundle:
     return ModelBundle.from_files(files)
 
 
+class HoldoutPlan(BaseModel):
+    holdout_fraction: float
+    holdout_start: float | None
+
+
+def plan_holdout(
+    registry: ModelRegistry, events: Sequence[Interaction], holdout_fraction: float = HOLDOUT_FRACTION
+) -> HoldoutPlan:
+    """The holdout that judges candidate and champion fairly: the latest `holdout_fraction` of the time-ordered
+    events, where some version in the champion's lineage predates it (`champion_baseline` judges that one).
+
+    Soon after a model was trained, every version in the lineage has learned part of that holdout: then the holdout
+    is what came after the oldest of them, if that is at least MIN_HOLDOUT_EVENTS. Otherwise no fair holdout exists
+    and the champion of the moment, judged on events it has seen, is the bar: the gate errs towards what serves."""
+    start = holdout_start(events, holdout_fraction)
+    pointer = registry.champion(use_cache=False)
+    if pointer is None or start is None:
+        return HoldoutPlan(holdout_fraction=holdout_fraction, holdout_start=start)
+    oldest_end: float | None = None
+    for metadata in registry.lineage(pointer.version):
+        oldest_end = metadata.data_window.end
+        if oldest_end is not None and oldest_end < start:
+            return HoldoutPlan(holdout_fraction=holdout_fraction, holdout_start=start)
+    if oldest_end is not None:
+        later = len(events) - bisect.bisect_right([e.timestamp for e in events], oldest_end)
+        if later >= MIN_HOLDOUT_EVENTS:
+            return HoldoutPlan(
+                holdout_fraction=later / len(events), holdout_start=events[len(events) - later].timestamp
+            )
+    return HoldoutPlan(holdout_fraction=holdout_fraction, holdout_start=start)
+
+
 def champion_baseline(registry: ModelRegistry, holdout_start: float | None) -> tuple[str | None, str | None]:
     """The champion (the candidate's parent) and the version of it the candidate must beat: the champion as it
     stood before the holdout began. The champion of the moment has learned the holdout's events online, and would
@@ -175,9 +210,7 @@ class RetrainWorkflow:
         self.settings = settings
         self.categories_of = categories_of  # the items' categories, for the candidate's drift reference
 
-    def prepare_dataset(
-        self, execution_name: str, events: list[Interaction], holdout_fraction: float = HOLDOUT_FRACTION
-    ) -> Dataset:
+    def prepare_dataset(self, execution_name: str, events: list[Interaction]) -> Dataset:
         """Write the de-duplicated, time-ordered archive the run trains on; NotEnoughEventsError if too small."""
         if len(events) < MIN_TRAINING_EVENTS:
             raise NotEnoughEventsError(
@@ -190,14 +223,8 @@ class RetrainWorkflow:
         logger.info(
             "dataset prepared", extra={"dataset_key": key, "events": len(events), "bytes": size, "train_on": target}
         )
-        return Dataset(
-            dataset_key=key,
-            events=len(events),
-            bytes=size,
-            train_on=target,
-            holdout_fraction=holdout_fraction,
-            holdout_start=holdout_start(events, holdout_fraction),
-        )
+        plan = plan_holdout(self.registry, events)
+        return Dataset(dataset_key=key, events=len(events), bytes=size, train_on=target, **plan.model_dump())
 
     def train(self, execution_name: str, dataset: Dataset, kind: ModelKind) -> Candidate:
         """Train on the dataset, compare with the champion as it stood before the holdout, store the candidate."""
