@@ -19,6 +19,7 @@ SETTINGS = Settings.model_validate(
         "RETRAIN_INTERVAL_HOURS": 168,
         "PERFORMANCE_DROP_THRESHOLD": 0.2,
         "PERFORMANCE_MIN_SAMPLES": 5,
+        "RETRAIN_MIN_FRESH_INTERACTIONS": 200,
     }
 )
 
@@ -27,7 +28,7 @@ def status(
     *,
     in_progress: str | None = None,
     last_retrain: datetime | None = NOW - timedelta(hours=1),
-    new: int = 0,
+    new: int = 200,
     counting_since: datetime | None = None,
 ) -> RetrainStatus:
     return RetrainStatus(
@@ -63,7 +64,7 @@ def test_no_drift_does_not_trigger() -> None:
     decision = decide(NOW, status(), SETTINGS, drift(drifted=False, score=0.01), None)
     assert not decision.triggered
     assert decision.trigger is None
-    assert decision.reason == "No trigger fired (drift score 0.0100, 0/1000 new interactions, 1.0/168 h)"
+    assert decision.reason == "No trigger fired (drift score 0.0100, 200/1000 new interactions, 1.0/168 h)"
 
 
 def test_a_drift_report_older_than_the_last_retrain_does_not_trigger() -> None:
@@ -121,7 +122,7 @@ def test_before_any_retrain_the_schedule_counts_from_the_first_evaluation() -> N
     fresh = status(last_retrain=None, counting_since=NOW - timedelta(hours=2))
     assert not decide(NOW, fresh, SETTINGS, None, None).triggered
     unknown = decide(NOW, status(last_retrain=None), SETTINGS, None, None)
-    assert unknown.reason == "No trigger fired (no drift report, 0/1000 new interactions, schedule not started)"
+    assert unknown.reason == "No trigger fired (no drift report, 200/1000 new interactions, schedule not started)"
 
 
 def test_a_retrain_in_progress_blocks_every_trigger() -> None:
@@ -140,3 +141,13 @@ def test_precedence_is_drift_performance_volume_schedule() -> None:
     assert decide(NOW, status(new=10, last_retrain=NOW - timedelta(days=30)), SETTINGS, None, None).trigger is (
         RetrainTrigger.SCHEDULE
     )
+
+
+def test_after_a_retrain_drift_and_performance_wait_for_fresh_interactions() -> None:
+    """A drift that outlived a refused candidate does not retrain again on the same data every hour."""
+    stale = status(new=199)
+    assert not decide(NOW, stale, SETTINGS, drift(), error(0.9)).triggered
+    assert decide(NOW, status(new=200), SETTINGS, drift(), None).trigger is RetrainTrigger.DRIFT
+    assert decide(NOW, status(new=200), SETTINGS, None, error(0.9)).trigger is RetrainTrigger.PERFORMANCE
+    # Before any retrain there is nothing to wait for.
+    assert decide(NOW, status(new=0, last_retrain=None), SETTINGS, drift(), None).trigger is RetrainTrigger.DRIFT

@@ -54,6 +54,9 @@ class Settings(BaseModel):
     drift_threshold: float = Field(0.05, alias="DRIFT_THRESHOLD", gt=0, lt=1)
     retrain_interval_hours: float = Field(168, alias="RETRAIN_INTERVAL_HOURS", gt=0)
     min_new_interactions: int = Field(10_000, alias="MIN_NEW_INTERACTIONS", ge=1)
+    # Drift and performance start a retrain only once this many interactions arrived since the last one: sooner, it
+    # would train on what the last one saw (and refuse its candidate again), with too few unseen events to judge by.
+    retrain_min_fresh_interactions: int = Field(200, alias="RETRAIN_MIN_FRESH_INTERACTIONS", ge=0)
     # The performance trigger: the champion's live quality worse than its baseline by this share (relative), once the
     # baseline rests on at least PERFORMANCE_MIN_SAMPLES readings (a young baseline is noise).
     performance_drop_threshold: float = Field(0.2, alias="PERFORMANCE_DROP_THRESHOLD", gt=0, lt=1)

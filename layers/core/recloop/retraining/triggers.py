@@ -6,6 +6,8 @@ Precedence, first match wins (the reason names the most specific cause):
    Benjamini-Hochberg correction) and was checked after the last successful retrain, whose model it does not describe;
 3. performance: the champion's live quality (recloop.retraining.performance) is worse than its baseline by
    PERFORMANCE_DROP_THRESHOLD (relative), with at least PERFORMANCE_MIN_SAMPLES updates behind the baseline;
+   both drift and performance wait, after a retrain, for RETRAIN_MIN_FRESH_INTERACTIONS new interactions: a signal
+   that outlived a refused candidate would otherwise retrain every hour on the same data;
 4. volume: at least MIN_NEW_INTERACTIONS new interactions since the last successful retrain;
 5. schedule: RETRAIN_INTERVAL_HOURS since the last successful retrain (before the first one: since the triggers were
    first evaluated).
@@ -43,20 +45,22 @@ def decide(
     if status.retraining_in_progress:
         return Decision(None, f"Retraining already in progress ({status.running_execution})")
     last_retrain = _parse(status.last_retrain_time)
+    new = status.new_interactions_since_retrain
+    fresh = last_retrain is None or new >= settings.retrain_min_fresh_interactions
 
-    if latest_drift is not None and latest_drift.drifted:
+    if latest_drift is not None and latest_drift.drifted and fresh:
         checked_at = _parse(latest_drift.checked_at)
         if last_retrain is None or (checked_at is not None and checked_at > last_retrain):
             return Decision(RetrainTrigger.DRIFT, f"Data drift detected (score: {latest_drift.drift_score:.4f})")
 
     if (
-        performance is not None
+        fresh
+        and performance is not None
         and performance.samples >= settings.performance_min_samples
         and performance.relative_drop() >= settings.performance_drop_threshold
     ):
         return Decision(RetrainTrigger.PERFORMANCE, f"Performance degraded ({performance.describe()})")
 
-    new = status.new_interactions_since_retrain
     if new >= settings.min_new_interactions:
         return Decision(
             RetrainTrigger.VOLUME, f"New interactions threshold reached ({new} >= {settings.min_new_interactions})"
