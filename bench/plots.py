@@ -3,7 +3,8 @@ matplotlib (a development requirement) is needed for nothing else.
 
 - `replay_curves`: HR@10 and NDCG@10 over the stream of `python -m bench.replay`, one line per configuration;
 - `experiments_figures`: A/A decision rates, power curves and regret curves of `python -m bench.experiments`;
-- `drift_distributions`: drift scores and smallest adjusted p-values of `python -m bench.drift`, per scenario.
+- `drift_distributions`: drift scores and smallest adjusted p-values of `python -m bench.drift`, per scenario;
+- `load_curves`: latency against throughput per path of `python -m bench.load`.
 
 Each figure states its protocol in a caption under the plot, so an image read alone says what was measured.
 """
@@ -243,4 +244,31 @@ def drift_distributions(
         bottom=0.3,
     )
     figure.subplots_adjust(top=0.94, wspace=0.22)
+    return _save(figure, path)
+
+
+def load_curves(report: Mapping[str, Any], path: Path) -> Path:
+    """p50 and p99 against the achieved rate, one panel per path of `python -m bench.load`, with the p99 bound."""
+    curves = report["paths"]
+    figure, panels = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 4.2), squeeze=False)
+    for axes, (name, curve) in zip(panels[0], curves.items(), strict=True):
+        steps = curve["steps"]
+        rates = [step["achieved_per_s"] for step in steps]
+        axes.plot(rates, [step["p50_ms"] for step in steps], marker="o", label="p50")
+        axes.plot(rates, [step["p99_ms"] for step in steps], marker="o", label="p99")
+        axes.axhline(curve["p99_bound_ms"], color="#aa3333", linestyle="--", linewidth=1, label="2x unloaded p99")
+        axes.axvline(curve["sustained_per_s"], color="#777777", linestyle=":", linewidth=1, label="sustained")
+        axes.set_yscale("log")
+        axes.set_title(f"{name}: {curve['sustained_per_core']:g}/s per core sustained")
+        axes.set_xlabel("requests per second (achieved)")
+        axes.set_ylabel("latency from arrival, ms")
+        axes.legend(fontsize=CAPTION_SIZE)
+    _caption(
+        figure,
+        f"python -m bench.load: {report['workers']} worker processes on {report['cores']} cores, Redis "
+        f"{report['redis']}; Poisson arrivals at rising shares of the flat-out rate, {report['step_seconds']:g} s "
+        f"per step; latency counted from each scheduled arrival. Traffic: Zipf over {report['traffic']['items']:,} "
+        f"items and {report['traffic']['users']:,} users.",
+        bottom=0.24,
+    )
     return _save(figure, path)
