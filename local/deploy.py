@@ -40,6 +40,8 @@ def stack_parameters(profile: Profile, redis_url: str) -> list[str]:
         f'DriftCheckSchedule="{profile.drift_check_schedule}"',  # quoted: the value has a space
         "CreateDashboard=false",  # LocalStack does not create dashboards from CloudFormation
         f"PredictionErrorAlarmPeriod={profile.prediction_error_alarm_period}",
+        f"StreamShardCount={profile.stream_shard_count}",
+        f"StreamParallelizationFactor={profile.stream_parallelization_factor}",
     ]
 
 

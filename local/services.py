@@ -38,6 +38,10 @@ class Profile:
     # Seconds of online updates PredictionErrorAlarm averages, and LocalStack's evaluation interval for it (the
     # template's default; a minute where a test waits for the alarm).
     prediction_error_alarm_period: int = 3600
+    # Kinesis shards (the template's default, 0: on-demand) and how many batches of a shard the stream consumer
+    # takes at once (the template's default, 1). The e2e profile runs several shards, a factor above 1, and resharding.
+    stream_shard_count: int = 0
+    stream_parallelization_factor: int = 1
 
     @property
     def state(self) -> Path:
@@ -69,6 +73,8 @@ E2E = Profile(
     online_learning_buffer_size=50,
     drift_check_schedule="rate(1 minute)",
     prediction_error_alarm_period=60,
+    stream_shard_count=4,
+    stream_parallelization_factor=2,
 )
 PROFILES = (DEV, E2E)
 
