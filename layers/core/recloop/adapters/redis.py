@@ -67,9 +67,9 @@ def is_cluster(client: RedisClient) -> bool:
 def queue_script(pipe: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
     """Queue a registered script on the caller's pipeline. A cluster pipeline refuses EVALSHA (a node that lacks the
     script would answer NOSCRIPT, which redis-py cannot recover inside a pipeline), so there the script's text goes
-    with EVAL: each node compiles it once and keeps it."""
+    with EVAL (the pipeline's own eval() is a stub): each node compiles it once and keeps it."""
     if isinstance(pipe, ClusterPipeline):
-        pipe.eval(script.script, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
     else:
         script(keys=keys, args=args, client=pipe)
 
