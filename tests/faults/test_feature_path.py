@@ -1,8 +1,10 @@
 """Faults on the way from POST /api/v1/event to the features and the online-learning buffer.
 
 A real Redis of the test's own (append-only file on, as in production) is killed or frozen at a chosen point; the
-event function and the stream function run in-process over moto's Kinesis and S3. Every test ends on the exact
-state a user relies on: each event counted once in the features, buffered once, archived once.
+tests that stop no server run on the session's Redis (a cluster under RECLOOP_TEST_REDIS=cluster, where
+test_redis_cluster_failover kills a primary instead). The event function and the stream function run in-process
+over moto's Kinesis and S3. Every test ends on the exact state a user relies on: each event counted once in the
+features, buffered once, archived once.
 """
 
 from __future__ import annotations
@@ -25,15 +27,27 @@ from tests.faults.redis_process import RedisProcess
 from tests.support.archive import archived_event_ids
 from tests.support.environment import REGION, TEST_STREAM
 
+Deployed = tuple[ApiClient, Callable[[], dict]]
+
 
 @pytest.fixture
-def deployed(
-    aws: dict[str, Any], server: RedisProcess, monkeypatch: pytest.MonkeyPatch
-) -> tuple[ApiClient, Callable[[], dict]]:
-    """The event API and the stream function over `server`; claims short-lived so the tests wait seconds, not ten."""
+def deployed(aws: dict[str, Any], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Deployed:
+    """The event API and the stream function over the session's Redis."""
+    return deploy(aws, None, monkeypatch)
+
+
+@pytest.fixture
+def deployed_on_server(aws: dict[str, Any], server: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> Deployed:
+    """The event API and the stream function over `server`, the test's own, to kill or freeze."""
+    return deploy(aws, server.url, monkeypatch)
+
+
+def deploy(aws: dict[str, Any], redis_url: str | None, monkeypatch: pytest.MonkeyPatch) -> Deployed:
+    """The functions over `redis_url` (None: the session's); claims short-lived so the tests wait seconds, not ten."""
     queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="recloop-faults-dlq")["QueueUrl"]
     monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", queue)
-    monkeypatch.setenv("REDIS_URL", server.url)
+    if redis_url is not None:
+        monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("REDIS_TIMEOUT_SECONDS", "0.5")
     monkeypatch.setattr(store_module, "PENDING_CLAIM_SECONDS", 2)
     monkeypatch.setattr(store_module, "APPLY_DEADLINE_SECONDS", 1.0)
@@ -87,10 +101,11 @@ def archived(aws: dict[str, Any]) -> list[str]:
 ONCE = {"item_count": "1", "user_count": "1", "global_count": "1", "buffered": 1}
 
 
+@pytest.mark.single_node("kills its own server and restarts it from the append-only file (a cluster: failover test)")
 def test_redis_killed_between_claim_and_update_leaves_the_event_to_the_consumer(
-    deployed, server: RedisProcess, aws, monkeypatch
+    deployed_on_server, server: RedisProcess, aws, monkeypatch
 ) -> None:
-    api, consume = deployed
+    api, consume = deployed_on_server
     clock = get_container().store.clock
     observe = clock.observe
 
@@ -117,12 +132,13 @@ def test_redis_killed_between_claim_and_update_leaves_the_event_to_the_consumer(
     assert counted(client, "u1", "i1", "click") == ONCE and len(archived(aws)) == 1
 
 
+@pytest.mark.single_node("freezes its own server inside the MULTI transaction, which a cluster's update does not use")
 def test_redis_frozen_during_the_update_applies_it_once_when_it_wakes(
-    deployed, server: RedisProcess, aws, monkeypatch
+    deployed_on_server, server: RedisProcess, aws, monkeypatch
 ) -> None:
     """The client times out on a transaction the server holds; the server then applies it in full, claim and all,
     so the consumer finds the event done and the client's retry is a duplicate."""
-    api, consume = deployed
+    api, consume = deployed_on_server
     store = get_container().store
     pipeline = store.redis.pipeline
 
@@ -156,17 +172,17 @@ def test_redis_frozen_during_the_update_applies_it_once_when_it_wakes(
     assert counted(client, "u2", "i2", "like") == ONCE and len(archived(aws)) == 1
 
 
-def test_a_client_retry_put_on_the_stream_twice_is_learned_from_once(deployed, server: RedisProcess, aws) -> None:
+def test_a_client_retry_put_on_the_stream_twice_is_learned_from_once(deployed, redis_client, aws) -> None:
     api, consume = deployed
     for _ in range(3):
         assert api.post_event(user_id="u3", item_id="i3", event_type="purchase", event_id="ev-retry-1")[0] == 202
     assert len(stream_batch(aws["kinesis"])["Records"]) == 3  # each retry is on the stream
     assert consume() == {"batchItemFailures": []}
-    client = server.client()
+    client = redis_client
     assert counted(client, "u3", "i3", "purchase") == ONCE and len(archived(aws)) == 1
 
 
-def test_a_first_event_dated_2000_does_not_poison_the_decay_epoch(deployed, server: RedisProcess) -> None:
+def test_a_first_event_dated_2000_does_not_poison_the_decay_epoch(deployed, redis_client) -> None:
     api, consume = deployed
     status, old = api.post_event(user_id="u4", item_id="old", event_type="like", timestamp=946_684_800.0)
     assert status == 202 and old["features_updated"] is True
@@ -174,7 +190,7 @@ def test_a_first_event_dated_2000_does_not_poison_the_decay_epoch(deployed, serv
         status, reply = api.post_event(user_id=f"u5-{n}", item_id="new", event_type="like")
         assert status == 202 and reply["features_updated"] is True
     assert consume() == {"batchItemFailures": []}
-    client = server.client()
+    client = redis_client
     epoch = float(client.hget(Keys.DECAY, "epoch"))
     assert abs(epoch - time.time()) < 60  # the server's time, not the first event's
     assert client.hget(Keys.item_features("new"), "cnt:like") == "3"
@@ -182,7 +198,7 @@ def test_a_first_event_dated_2000_does_not_poison_the_decay_epoch(deployed, serv
 
 
 def test_a_partial_putrecords_failure_refuses_only_those_events_and_a_retry_counts_once(
-    deployed, server: RedisProcess, aws, monkeypatch
+    deployed, redis_client, aws, monkeypatch
 ) -> None:
     """Kinesis took some records of a batch and throttled the others: the throttled events are reported as not
     accepted and nothing of them is written; the client retries them, and everything counts once."""
@@ -203,7 +219,7 @@ def test_a_partial_putrecords_failure_refuses_only_those_events_and_a_retry_coun
     status, reply = api.request("event", "POST", "/api/v1/events/batch", {"events": batch})
     assert status in (202, 207), reply
     assert [r["status"] for r in reply["results"]] == ["accepted", "failed", "accepted"]
-    client = server.client()
+    client = redis_client
     assert client.hget(Keys.item_features("p1"), "cnt:click") is None  # nothing of the refused event written
     monkeypatch.setattr(kinesis, "put_records", put_records)
 
@@ -216,7 +232,7 @@ def test_a_partial_putrecords_failure_refuses_only_those_events_and_a_retry_coun
     assert client.llen(Keys.ONLINE_BUFFER) == 3 and len(archived(aws)) == 3
 
 
-def test_a_fault_after_the_stream_write_loses_no_event_of_the_batch(deployed, server: RedisProcess, monkeypatch):
+def test_a_fault_after_the_stream_write_loses_no_event_of_the_batch(deployed, redis_client, monkeypatch):
     """A NaN timestamp once got past validation and broke the update after the stream held the batch: every event
     stayed claimed and the consumer skipped them. Now such an event is refused up front (422), and any fault while
     building the update gives the claims back, so the consumer applies the whole batch at once."""
@@ -229,7 +245,7 @@ def test_a_fault_after_the_stream_write_loses_no_event_of_the_batch(deployed, se
     batch = [{"user_id": "u7", "item_id": f"b{n}", "event_type": "view", "event_id": f"ev-bug-{n}"} for n in range(4)]
     status, reply = api.request("event", "POST", "/api/v1/events/batch", {"events": batch})
     assert status == 202 and all(r["features_updated"] is False for r in reply["results"])
-    client = server.client()
+    client = redis_client
     assert not any(client.exists(Keys.user_event_seen("u7", f"ev-bug-{n}")) for n in range(4))  # given back
     monkeypatch.undo()
     monkeypatch.setattr(store_module, "PENDING_CLAIM_SECONDS", 2)

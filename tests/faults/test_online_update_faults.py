@@ -1,6 +1,7 @@
 """Faults during an online update: the Lambda killed at a chosen point (as a timeout kills it), an operator's
-rollback meanwhile. A real Redis, and moto's server as the AWS emulator that both the killed process and the test
-see; the end state checked is the champion, the registry's versions and history, and the buffer.
+rollback meanwhile. The session's real Redis (a cluster under RECLOOP_TEST_REDIS=cluster), and moto's server as the
+AWS emulator that both the killed process and the test see; the end state checked is the champion, the registry's
+versions and history, and the buffer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+import redis
 from moto.server import ThreadedMotoServer
 
 from recloop.adapters.objects import ObjectStore
@@ -24,7 +26,6 @@ from recloop.container import get_container, reset_container
 from recloop.learning.online.buffer import OnlineBuffer
 from recloop.learning.online.results import UpdateOutcome
 from recloop.registry.model_registry import ModelRegistry
-from tests.faults.redis_process import RedisProcess
 from tests.support.environment import REGION, ROOT, TEST_BUCKET
 from tests.support.learning import champion, stream_with_new_item
 
@@ -64,11 +65,10 @@ def emulator() -> Iterator[str]:
 
 
 @pytest.fixture
-def deployment(env: dict[str, str], emulator: str, server: RedisProcess, monkeypatch) -> dict[str, str]:
+def deployment(env: dict[str, str], emulator: str, redis_client: redis.Redis, monkeypatch) -> dict[str, str]:
     values = {
         **env,
         "AWS_ENDPOINT_URL": emulator,
-        "REDIS_URL": server.url,
         "ONLINE_LEARNING_BUFFER_SIZE": "40",
         "ONLINE_LEARNING_BATCH_SIZE": "8",
         "ONLINE_LEARNING_LOCK_SECONDS": str(LOCK_SECONDS),
@@ -80,15 +80,15 @@ def deployment(env: dict[str, str], emulator: str, server: RedisProcess, monkeyp
     return values
 
 
-def registry_of(deployment: dict[str, str], server: RedisProcess) -> ModelRegistry:
+def registry_of(deployment: dict[str, str], redis_client: redis.Redis) -> ModelRegistry:
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=deployment["AWS_ENDPOINT_URL"])
-    return ModelRegistry(ObjectStore(s3, TEST_BUCKET), server.client())
+    return ModelRegistry(ObjectStore(s3, TEST_BUCKET), redis_client)
 
 
-def test_an_update_killed_after_publishing_is_not_learned_twice(deployment, server: RedisProcess) -> None:
-    registry = registry_of(deployment, server)
+def test_an_update_killed_after_publishing_is_not_learned_twice(deployment, redis_client: redis.Redis) -> None:
+    registry = registry_of(deployment, redis_client)
     champion(registry)
-    buffer = OnlineBuffer(server.client(), get_container().settings)
+    buffer = OnlineBuffer(redis_client, get_container().settings)
     for event in stream_with_new_item(40):  # 60 events; an update takes 40
         buffer.append_once(event)
 
@@ -103,15 +103,15 @@ def test_an_update_killed_after_publishing_is_not_learned_twice(deployment, serv
         update.wait(10)
     published = registry.champion(use_cache=False)
     assert published.previous_version == "mf-online-test-0"
-    assert server.client().llen(Keys.ONLINE_BUFFER) == 60  # not trimmed
-    assert server.client().get(Keys.ONLINE_LOCK) is not None  # held by the dead process until it expires
+    assert redis_client.llen(Keys.ONLINE_BUFFER) == 60  # not trimmed
+    assert redis_client.get(Keys.ONLINE_LOCK) is not None  # held by the dead process until it expires
 
     time.sleep(LOCK_SECONDS + 0.2)
     learner = get_container().online_learner
     assert learner.update().outcome is UpdateOutcome.EMPTY  # what the champion learned is dropped, not relearned
-    assert server.client().llen(Keys.ONLINE_BUFFER) == 20
+    assert redis_client.llen(Keys.ONLINE_BUFFER) == 20
     assert learner.update().outcome in (UpdateOutcome.PUBLISHED, UpdateOutcome.ROLLED_BACK)  # the 20 new ones
-    assert server.client().llen(Keys.ONLINE_BUFFER) == 0
+    assert redis_client.llen(Keys.ONLINE_BUFFER) == 0
     versions = [m.version for m in registry.list_versions()]
     after = registry.champion(use_cache=False)
     assert len(versions) == (3 if after.version != published.version else 2)
@@ -123,13 +123,13 @@ def test_an_update_killed_after_publishing_is_not_learned_twice(deployment, serv
     assert [h["version"] for h in reversed(history)][:2] == ["mf-online-test-0", published.version]
 
 
-def test_an_operators_rollback_during_an_update_is_never_overridden(deployment, server: RedisProcess, monkeypatch):
+def test_an_operators_rollback_during_an_update_is_never_overridden(deployment, redis_client: redis.Redis, monkeypatch):
     """The operator rolls back while an update trains on the champion it read: the rollback stands, the update's
     result is discarded (no orphan version), and its events stay for an update of the operator's champion."""
-    registry = registry_of(deployment, server)
+    registry = registry_of(deployment, redis_client)
     champion(registry, "mf-online-test-a")
     champion(registry, "mf-online-test-b")
-    buffer = OnlineBuffer(server.client(), get_container().settings)
+    buffer = OnlineBuffer(redis_client, get_container().settings)
     events = stream_with_new_item(20)
     for event in events:
         buffer.append_once(event)
@@ -150,6 +150,6 @@ def test_an_operators_rollback_during_an_update_is_never_overridden(deployment, 
     assert (pointer.version, pointer.previous_version) == ("mf-online-test-a", "mf-online-test-b")
     assert sorted(m.version for m in registry.list_versions()) == ["mf-online-test-a", "mf-online-test-b"]
     assert [h["action"] for h in registry.history()][:1] == ["rollback"]
-    assert server.client().llen(Keys.ONLINE_BUFFER) == len(events)
+    assert redis_client.llen(Keys.ONLINE_BUFFER) == len(events)
     monkeypatch.undo()
     assert learner.update().from_version == "mf-online-test-a"  # the next update starts from the operator's choice

@@ -33,6 +33,8 @@ from recloop.container import get_container, reset_container
 from recloop.core.settings import Settings
 from tests.support.environment import REGION, TEST_STREAM
 
+pytestmark = pytest.mark.single_node("its own TLS and AUTH servers (Debian's build; one a one-node cluster) only")
+
 TOKEN = "first-token-0123456789abcdef"
 ROTATED_TOKEN = "second-token-fedcba9876543210"
 SECRET_NAME = "recloop/redis-auth"

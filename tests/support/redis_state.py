@@ -8,7 +8,7 @@ import redis
 
 
 def redis_state(client: redis.Redis) -> dict[str, Any]:
-    """Every key with its value (TTLs aside)."""
+    """Every key with its value (TTLs aside); SCAN covers every primary of a cluster, KEYS only one node."""
     readers = {
         "string": client.get,
         "hash": client.hgetall,
@@ -16,4 +16,4 @@ def redis_state(client: redis.Redis) -> dict[str, Any]:
         "set": lambda k: sorted(client.smembers(k)),
         "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
     }
-    return {key: readers[client.type(key)](key) for key in sorted(client.keys("*"))}
+    return {key: readers[client.type(key)](key) for key in sorted(client.scan_iter(count=1000))}

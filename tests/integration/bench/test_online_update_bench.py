@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.online_update import bench_update_with_publication
+
+pytestmark = pytest.mark.single_node("bench.online_update connects one Redis by its URL alone")
 
 
 def test_the_whole_update_bench_publishes_and_times_each_update(redis_url: str) -> None:

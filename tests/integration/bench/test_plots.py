@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from PIL import Image
 
@@ -21,6 +22,9 @@ from recloop.experiments.counters import ExperimentCounters
 from recloop.experiments.statistics import ALPHA
 from recloop.learning.datasets import load_dataset
 from recloop.learning.evaluation import Judgement, replay_report, replay_system, rolling_curve, warmup_split
+
+# The tests that reach Redis: deselected in the cluster run.
+BENCH_SCRIPTS = pytest.mark.single_node("the benchmarks and the replay harness connect one Redis by its URL alone")
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository
 MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
@@ -62,6 +66,7 @@ def test_matplotlib_is_imported_only_for_a_plot() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@BENCH_SCRIPTS
 def test_the_replay_curves_are_rolling_windows_of_the_judged_positives(redis_url: str) -> None:
     dataset = load_dataset(MOVIETWEETINGS, 600)
     trace: list[Judgement] = []
@@ -87,6 +92,7 @@ def test_the_replay_curves_are_rolling_windows_of_the_judged_positives(redis_url
     assert "curve_window_positives" not in small["protocol"]
 
 
+@BENCH_SCRIPTS
 def test_replay_plot(redis_url: str, tmp_path: Path) -> None:
     image = tmp_path / "replay.png"
     done = run_bench(
@@ -107,6 +113,7 @@ def test_replay_plot(redis_url: str, tmp_path: Path) -> None:
         assert all(0 <= ndcg <= hr <= 1 for hr, ndcg in zip(curve["hr_at_10"], curve["ndcg_at_10"], strict=True))
 
 
+@BENCH_SCRIPTS
 def test_experiments_plots(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
     done = run_bench(
         "bench.experiments",
@@ -158,6 +165,7 @@ def test_experiments_plots(redis_url: str, redis_client: redis.Redis, tmp_path: 
         assert_drawn_png(path)
 
 
+@BENCH_SCRIPTS
 def test_drift_plot(redis_url: str, tmp_path: Path) -> None:
     image = tmp_path / "drift.png"
     done = run_bench(

@@ -14,6 +14,7 @@ from scipy.stats import chisquare
 from recloop.adapters.redis import Keys
 from recloop.drift.features import MONITORED_FEATURES, FeatureKind, FeatureSet, MonitoredFeature, Source, event_row
 from recloop.drift.window import DriftWindow, served_window
+from tests.support.redis_mode import redis_connection
 
 # A two-column served stream: the row's number (to see which rows were kept) and who wrote it.
 TRACED = FeatureSet(
@@ -60,7 +61,7 @@ def test_algorithm_r_keeps_every_row_with_the_same_chance(redis_client: redis.Re
 
 def test_two_writers_at_once_keep_the_count_exact_and_the_sample_uniform(redis_url: str, redis_client: redis.Redis):
     def write(writer: int) -> None:
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        client = redis_connection(redis_url)
         offer(DriftWindow(client, TRACED, capacity=1_000, rng=random.Random(writer)), 0, 10_000, writer, batch=50)
         client.close()
 

@@ -28,6 +28,9 @@ from recloop.learning.evaluation import (
     replay_system,
 )
 
+# The tests that reach Redis: deselected in the cluster run.
+REPLAY_HARNESS = pytest.mark.single_node("the offline replay harness connects one Redis by its URL alone")
+
 ROOT = Path(__file__).resolve().parents[3]  # the repository
 MOVIETWEETINGS = ROOT.parent / "shared" / "data" / "movietweetings-100k"
 T0 = 1_700_000_000
@@ -99,6 +102,7 @@ def test_loader_sorts_by_time_stably_and_limits(tmp_path: Path) -> None:
     assert [e.user_id for e in load_events(tmp_path / "e.csv", limit=2)] == ["u2", "u3"]
 
 
+@REPLAY_HARNESS
 def test_hits_exclude_seen_items_and_ndcg_is_one_at_rank_one(tmp_path: Path, redis_url: str) -> None:
     events = load_events(write_csv(tmp_path / "hand.csv", HAND_MADE))
     trace: list[Judgement] = []
@@ -120,6 +124,7 @@ def test_hits_exclude_seen_items_and_ndcg_is_one_at_rank_one(tmp_path: Path, red
     assert result["ndcg_at_10_known_users"] == pytest.approx((1.0 + 1 / math.log2(3)) / 3, abs=1e-6)
 
 
+@REPLAY_HARNESS
 def test_ndcg_is_one_when_every_hit_is_at_rank_one(tmp_path: Path, redis_url: str) -> None:
     rows = [("a", "X", "purchase", T0 + 1), ("b", "X", "like", T0 + 2)]
     result = replay_config("popularity", load_events(write_csv(tmp_path / "one.csv", rows)), redis_url)
@@ -128,6 +133,7 @@ def test_ndcg_is_one_when_every_hit_is_at_rank_one(tmp_path: Path, redis_url: st
     assert result["hr_at_10_known_users"] is None
 
 
+@REPLAY_HARNESS
 def test_counts_and_realtime_beats_popularity_on_clusters(tmp_path: Path, redis_url: str) -> None:
     events = load_events(write_csv(tmp_path / "clusters.csv", clustered_rows()))
     split = len(events) // 2
@@ -149,6 +155,7 @@ def test_counts_and_realtime_beats_popularity_on_clusters(tmp_path: Path, redis_
     assert results["realtime"]["details"]["requests_by_model"]["cooccurrence"] > 0
 
 
+@REPLAY_HARNESS
 def test_a_log_from_the_1990s_replays(tmp_path: Path, redis_url: str) -> None:
     # Offline data keeps its own dates: the live API's lower bound on timestamps (2000) must not stop a replay.
     rows = clustered_rows(t0=T1997)
@@ -174,6 +181,7 @@ class RepeatsHistory(FeatureStoreSystem):
         return list(self.context.store.user_profile(user_id).history)[:k]
 
 
+@REPLAY_HARNESS
 def test_a_config_recommending_seen_items_is_stopped(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,6 +191,7 @@ def test_a_config_recommending_seen_items_is_stopped(
         replay_config("repeats_history", events, redis_url)
 
 
+@REPLAY_HARNESS
 def test_movietweetings_first_3000_events(redis_url: str) -> None:
     # The shared data lives beside the checkout (../shared), in CI as in development: missing, it is a failure.
     assert (MOVIETWEETINGS / "SHA256SUMS").exists(), (
@@ -245,6 +254,7 @@ def shifting_tastes(events: int = 1000, seed: int = 3) -> list[Interaction]:
     return out
 
 
+@REPLAY_HARNESS
 def test_full_loop_retrains_through_the_products_triggers_on_the_datas_clock(redis_url: str) -> None:
     events = shifting_tastes()
     result = replay_system(
