@@ -69,10 +69,13 @@ def main() -> None:
 
         totals: dict[str, int] = defaultdict(int)
         keys: dict[str, int] = defaultdict(int)
+        single_slot_event_bytes = 0  # the online buffer's claims ({olb}): one slot, whatever the cluster's size
         for key in client.scan_iter(count=2000):
             size = int(client.memory_usage(key, samples=0) or 0)
             totals[kind_of(key)] += size
             keys[kind_of(key)] += 1
+            if key.startswith("{olb}:ev:"):
+                single_slot_event_bytes += size
         client.flushdb()
 
     users = len({e.user_id for e in events})
@@ -92,6 +95,7 @@ def main() -> None:
         "per_user_bytes": round(per_user),
         "per_item_bytes": round(per_item),
         "per_event_in_window_bytes": round(per_event),
+        "per_event_in_window_single_slot_bytes": round(single_slot_event_bytes / len(events)),
         "per_buffered_event_bytes": round(per_buffered),
         "estimate_gib": {
             "per_million_users": round(per_user * 1e6 / 2**30, 2),
