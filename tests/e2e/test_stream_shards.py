@@ -44,8 +44,7 @@ import redis
 from local.runtime import RunningStack
 from local.services import E2E
 from recloop.adapters.redis import Keys
-from recloop.core.settings import Settings
-from recloop.learning.online.buffer import OnlineBuffer
+from recloop.core.events import Interaction
 from tests.e2e.conftest import Http, drain_stream, runs_last
 
 pytestmark = pytest.mark.e2e
@@ -163,8 +162,8 @@ class BufferLog:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.buffer = OnlineBuffer(client, Settings.from_env({}))
-        self.entries: dict[int, Any] = {}
+        self.entries: dict[int, Interaction] = {}
+        self.last = 0  # the last sequence number given when the buffer was last read
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="buffer-log", daemon=True)
 
@@ -182,13 +181,21 @@ class BufferLog:
             self.read()
 
     def read(self) -> None:
-        for entry in self.buffer.oldest(1_000_000):
-            self.entries.setdefault(entry.sequence, entry.event)
+        """The buffer and its last sequence number at one moment (one transaction), entries as the buffer keeps
+        them: "<sequence> <event JSON>"."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(Keys.ONLINE_SEQUENCE)
+        pipe.lrange(Keys.ONLINE_BUFFER, 0, -1)
+        last, raw_entries = pipe.execute()
+        for raw in raw_entries:
+            sequence, record = raw.split(" ", 1)
+            if int(sequence) not in self.entries:
+                self.entries[int(sequence)] = Interaction.model_validate_json(record)
+        self.last = max(self.last, int(last or 0))
 
-    def complete(self) -> bool:
-        """Whether no entry was dropped before it was read: the sequence numbers run from 1 to the last given."""
-        last = int(self.client.get(Keys.ONLINE_SEQUENCE) or 0)
-        return sorted(self.entries) == list(range(1, last + 1))
+    def missing(self) -> list[int]:
+        """Sequence numbers given by the last read that were never read (dropped before this log saw them)."""
+        return sorted(set(range(1, self.last + 1)) - set(self.entries))
 
     def event_ids(self, prefix: str) -> list[str]:
         """The buffered event ids of users whose id starts with `prefix`, in the order they were buffered."""
@@ -241,7 +248,7 @@ def test_each_users_events_stay_on_one_shard_and_are_buffered_in_order(
     assert per_user(on_stream, events) == {user: [e["event_id"] for e in evs] for user, evs in events.items()}
 
     # The consumer buffered each event once, each user's in the order sent, and counted each once.
-    assert log.complete()
+    assert not log.missing(), f"{len(log.missing())} buffer entries dropped before they were read"
     buffered = log.event_ids(run)
     assert Counter(buffered) == Counter(sent)
     assert per_user(buffered, events) == {user: [e["event_id"] for e in evs] for user, evs in events.items()}
@@ -297,7 +304,7 @@ def test_a_shard_split_while_events_arrive_loses_none_and_applies_none_twice(
 
     # The consumer: every event buffered exactly once, each user's in the order sent (across the split), counted
     # once in the features.
-    assert log.complete()
+    assert not log.missing(), f"{len(log.missing())} buffer entries dropped before they were read"
     buffered = log.event_ids(run)
     assert Counter(buffered) == Counter(sent)
     assert per_user(buffered, events) == {user: [e["event_id"] for e in evs] for user, evs in events.items()}
