@@ -17,7 +17,7 @@ BUILD_DIR := .aws-sam/build
 # Every file the build copies: code, requirements and the pages' static files (a changed script must rebuild too).
 SOURCES := $(shell find functions layers -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 
-.PHONY: help setup system-deps dev down test test-cluster unit lint build bench bench-replay bench-training bench-online bench-experiments bench-drift bench-dataset clean
+.PHONY: help setup system-deps dev down test test-cluster unit lint build bench bench-replay bench-training bench-online bench-experiments bench-drift bench-dataset bench-load bench-capacity clean
 
 help:
 	@echo "make dev    run RecLoop locally (API on http://localhost:8000) until Ctrl-C"
@@ -34,6 +34,8 @@ help:
 	@echo "make bench-experiments  statistical suite of experiments (A/A, power, regret, SRM, attribution), JSON"
 	@echo "make bench-drift  statistical suite of drift detection (false alarms, power, trivial shifts, speed), JSON"
 	@echo "make bench-dataset  1M events archived, compacted and read back from LocalStack S3 (DATASET_S3=moto), JSON"
+	@echo "make bench-load     throughput per core and latency under rising load of the handlers (JSON, docs/load.png)"
+	@echo "make bench-capacity the capacity and cost model of docs/capacity.md, from docs/capacity-inputs.json"
 	@echo "make build  sam build into $(BUILD_DIR)"
 
 setup: $(STAMP) $(TOOLS_STAMP)
@@ -121,6 +123,12 @@ bench-experiments: $(STAMP)
 
 bench-drift: $(STAMP)
 	@$(PY) -m bench.drift --json
+
+bench-load: $(STAMP)
+	@$(PY) -m bench.load --json --plot docs/load.png
+
+bench-capacity: $(STAMP)
+	@$(PY) -m bench.capacity --markdown
 
 DATASET_S3 ?= localstack
 bench-dataset: $(STAMP)

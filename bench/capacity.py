@@ -55,8 +55,8 @@ PRICED_ON = "2026-12-02"
 PRICES = {
     "lambda_gb_second": 0.0000166667,
     "lambda_per_million_requests": 0.20,
-    # REST API requests per month: (up to this many, price per million).
-    "api_gateway_rest_tiers": [(333e6, 3.50), (667e6, 2.80), (19e9, 2.38), (math.inf, 1.51)],
+    # REST API requests per month, in tiers: (up to this many in the month, price per million).
+    "api_gateway_rest_tiers": [(333e6, 3.50), (1e9, 2.80), (20e9, 2.38), (math.inf, 1.51)],
     "kinesis_shard_hour": 0.015,
     "kinesis_per_million_put_units": 0.014,  # one unit per 25 KB record
     "elasticache_nodes": {  # node type: (memory GiB, price per hour)
