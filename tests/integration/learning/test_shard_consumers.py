@@ -176,10 +176,12 @@ def test_concurrent_shard_consumers_run_one_update_at_a_time_and_count_each_even
     assert not failures, failures
     assert not any(thread.is_alive() for thread in threads)
 
-    # Consumers competed for the lock, and no two updates ever overlapped.
+    # Consumers competed for the lock, no two updates ever overlapped, and none learned more than a buffer's worth.
+    # How many ran depends on timing: a consumer turned away leaves its events for the next batch's update.
     spans = sorted(updates.spans)
     assert all(earlier_end <= later_start for (_, earlier_end), (later_start, _) in itertools.pairwise(spans))
-    assert updates.refused > 0 and len(spans) >= len(sent) // BUFFER_SIZE - 1
+    assert updates.refused > 0 and len(spans) >= 2
+    assert all(0 < len(update) <= BUFFER_SIZE for update in updates.learned)
     assert redis_client.get(Keys.ONLINE_LOCK) is None
 
     # Each event was counted and buffered once, and learned by at most one update; what no update learned yet is
