@@ -14,7 +14,9 @@ fresh. The features, in `recloop.models.ranker.FEATURE_NAMES` order:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
+from itertools import chain, repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +39,9 @@ MF_SHORTLIST = 50
 FOLD_IN_ITEMS = 50
 
 DAY = 86_400.0
+
+# An ItemRecord's numeric fields (events, positives, first_ts, last_ts), taken in C for every candidate at once.
+RECORD_COUNTERS = operator.itemgetter(0, 1, 2, 3)
 
 
 def user_mf_vector(mf: MatrixFactorisation, ctx: UserContext) -> np.ndarray | None:
@@ -102,11 +107,12 @@ class FeatureBuilder:
             cooc = self.cooccurrence.score(ctx, items)  # also fills ctx.popularity for every item
         recent = [r.item_id for r in ctx.profile.recent]
         records = self._records(ctx, [*items, *recent])
+        counters = chain.from_iterable(map(RECORD_COUNTERS, records[:count]))
         events, positives, first_ts, last_ts = (
-            np.array([record[:4] for record in records[:count]], dtype=np.float64).reshape(count, 4).T
+            np.fromiter(counters, dtype=np.float64, count=4 * count).reshape(count, 4).T
         )
         now = ctx.now
-        popularity = np.fromiter((ctx.popularity.get(item, 0.0) for item in items), dtype=np.float64, count=count)
+        popularity = np.fromiter(map(ctx.popularity.get, items, repeat(0.0)), dtype=np.float64, count=count)
         top_pop = ctx.max_popularity or max(ctx.popularity.values(), default=0.0) or 1.0
         decayed = popularity / self.store.clock.scale(now) if popularity.any() else popularity
         positions = self.mf.positions(items)
@@ -130,8 +136,8 @@ class FeatureBuilder:
             "category_affinity": category_affinity(
                 [r.categories for r in records[:count]], [r.categories for r in records[count:]]
             ),
-            "from_cooc": np.fromiter((item in from_cooc for item in items), dtype=bool, count=count),
-            "from_mf": np.fromiter((item in from_mf for item in items), dtype=bool, count=count),
+            "from_cooc": np.fromiter(map(from_cooc.__contains__, items), dtype=bool, count=count),
+            "from_mf": np.fromiter(map(from_mf.__contains__, items), dtype=bool, count=count),
         }
         rows = np.empty((count, len(FEATURE_NAMES)), dtype=np.float32)
         for n, name in enumerate(FEATURE_NAMES):
