@@ -51,3 +51,12 @@ def test_top_items_never_return_more_than_the_catalogue_holds() -> None:
     assert mf.top_items(vector, 100, {"i0", "i1"}) == full_sort(mf, vector, 100, {"i0", "i1"})
     assert len(mf.top_items(vector, 100, {"i0", "i1"})) == 10
     assert mf.top_items(vector, 5, set(mf.item_ids)) == []
+
+
+def test_equal_scores_at_the_cut_go_to_the_earlier_items() -> None:
+    mf = model(200, seed=5)
+    mf.item_factors[::3] = mf.item_factors[0]  # a third of the catalogue scores the same, wherever the cut falls
+    rng = np.random.default_rng(6)
+    for count in (1, 10, 40, 67, 100):
+        vector = rng.normal(size=6).astype(np.float32)
+        assert mf.top_items(vector, count, {"i3"}) == full_sort(mf, vector, count, {"i3"})

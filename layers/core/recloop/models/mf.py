@@ -14,8 +14,8 @@ import functools
 import io
 import itertools
 import json
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +30,21 @@ FACTORS_FILE = "mf.npz"
 IDS_FILE = "mf_ids.json"
 
 
-def single_threaded_blas() -> AbstractContextManager[Any]:
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
     """BLAS on the calling thread alone, for a request's products. They are too small to share out, and where the
     CPU is scarce (a Lambda's one vCPU, which reports two; a busy host) BLAS threads wait on each other: a
     100k-item scan took 10 times longer with two threads than with one on a loaded two-core host."""
-    return _blas_libraries().limit(limits=1)
+    # The libraries' own setters, found once: threadpoolctl's `limit` costs about 30 µs per request around them.
+    libraries = _blas_libraries().lib_controllers
+    before = [library.get_num_threads() for library in libraries]
+    for library in libraries:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(libraries, before, strict=True):
+            library.set_num_threads(threads)
 
 
 @functools.cache
@@ -162,8 +172,9 @@ class MatrixFactorisation:
         return out
 
     def top_items(self, vector: np.ndarray, count: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
-        """The `count` best-scored items, best first, none of `exclude`: one product over the catalogue into a
-        buffer kept between calls, excluded items set to -inf, and a partial sort of the best."""
+        """The `count` best-scored items, best first (equal scores in catalogue order), none of `exclude`: one
+        product over the catalogue into a buffer kept between calls, excluded items set to -inf, a partition for
+        the count-th best score and a sort of the few items at or above it."""
         catalogue = len(self.item_ids)
         scores = self._score_buffer(catalogue)
         with single_threaded_blas():
@@ -173,8 +184,11 @@ class MatrixFactorisation:
         want = min(count, catalogue - len(excluded))
         if want <= 0:
             return []
-        top = np.argpartition(scores, catalogue - want)[catalogue - want :]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        # The scores alone partition faster than their indexes (argpartition); the items at or above the
+        # threshold are then few, all of them kept so that ties at the threshold go to the earlier items.
+        threshold = np.partition(scores, catalogue - want)[catalogue - want]
+        top = np.flatnonzero(scores >= threshold)
+        top = top[np.argsort(-scores[top], kind="stable")][:want]
         ids = self.item_ids
         return [(ids[n], score) for n, score in zip(top.tolist(), scores[top].tolist(), strict=True)]
 
