@@ -45,7 +45,7 @@ class ServedFeatures:
         if len(rest) > LOGGED_RANDOM:
             rest = np.sort(np.array(random.sample(rest.tolist(), LOGGED_RANDOM), dtype=np.int64))
         chosen = np.concatenate([top, rest]).astype(np.int64)
-        return cls(user_id, ts, model_version, tuple(items[n] for n in chosen), np.asarray(rows)[chosen])
+        return cls(user_id, ts, model_version, tuple(items[n] for n in chosen.tolist()), np.asarray(rows)[chosen])
 
     def encode(self) -> bytes:
         import numpy as np
