@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from local.inprocess import ApiClient, LambdaContext, load_function
-from recloop.adapters.redis import Keys
+from recloop.adapters.redis import RUN_COMMANDS, Keys, WriteBatch
 from recloop.container import get_container, reset_container
 from recloop.features import store as store_module
 from tests.faults.redis_process import RedisProcess
@@ -132,32 +132,24 @@ def test_redis_killed_between_claim_and_update_leaves_the_event_to_the_consumer(
     assert counted(client, "u1", "i1", "click") == ONCE and len(archived(aws)) == 1
 
 
-@pytest.mark.single_node("freezes its own server inside the MULTI transaction, which a cluster's update does not use")
+@pytest.mark.single_node("freezes its own server, a single node, as the update's script is sent")
 def test_redis_frozen_during_the_update_applies_it_once_when_it_wakes(
     deployed_on_server, server: RedisProcess, aws, monkeypatch
 ) -> None:
-    """The client times out on a transaction the server holds; the server then applies it in full, claim and all,
+    """The client times out on an update the server holds; the server then applies it in full, claim and all,
     so the consumer finds the event done and the client's retry is a duplicate."""
     api, consume = deployed_on_server
-    store = get_container().store
-    pipeline = store.redis.pipeline
+    execute = WriteBatch.execute
 
-    def frozen_before_the_transaction(transaction: bool = True, **kwargs: Any) -> Any:
-        pipe = pipeline(transaction=transaction, **kwargs)
-        if transaction:
-            execute = pipe.execute
+    def execute_frozen(batch: WriteBatch) -> None:
+        server.freeze()
+        execute(batch)
 
-            def execute_frozen(*args: Any, **kw: Any) -> Any:
-                server.freeze()
-                return execute(*args, **kw)
-
-            pipe.execute = execute_frozen
-        return pipe
-
-    monkeypatch.setattr(store.redis, "pipeline", frozen_before_the_transaction)
+    monkeypatch.setattr(WriteBatch, "execute", execute_frozen)
+    server.client().script_load(RUN_COMMANDS)  # as after any earlier update: the frozen call is the update itself
     status, reply = api.post_event(user_id="u2", item_id="i2", event_type="like", event_id="ev-freeze-1")
     assert status == 202 and reply["features_updated"] is False
-    monkeypatch.setattr(store.redis, "pipeline", pipeline)
+    monkeypatch.setattr(WriteBatch, "execute", execute)
     server.thaw()
 
     client = server.client()

@@ -2,18 +2,20 @@
 
 Keys are Redis-Cluster safe: everything about one user shares the hash tag ``{u:<id>}``, everything
 about one item shares ``{i:<id>}``. Operations that span users, items and global keys are pipelined
-(redis-py splits a cluster pipeline per node), never one cross-slot script.
+(redis-py splits a cluster pipeline per node), or sent as a `WriteBatch` (one script per slot), never one cross-slot
+script.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
-from redis.cluster import ClusterPipeline, RedisCluster
-from redis.commands.core import Script
+from redis.cluster import ClusterPipeline, RedisCluster, key_slot
+from redis.commands.core import CoreCommands, Script
 from redis.credentials import CredentialProvider
 from redis.exceptions import RedisClusterException
 
@@ -72,6 +74,81 @@ def queue_script(pipe: Any, script: Script, keys: Sequence[str], args: Sequence[
         pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
     else:
         script(keys=keys, args=args, client=pipe)
+
+
+# Runs a batch of single-key commands in one call. ARGV[1] is a JSON list with, per command, its name, the position
+# of its key in KEYS and its arguments, as strings (one JSON argument packs and parses far cheaper than thousands).
+RUN_COMMANDS = """
+local commands = cjson.decode(ARGV[1])
+for _, command in ipairs(commands) do
+  redis.call(command[1], KEYS[command[2]], unpack(command, 3))
+end
+return #commands
+"""
+
+
+class WriteBatch(CoreCommands):
+    """Writes queued as on a pipeline (`batch.hincrby(...)`, any single-key command whose key comes first) and sent
+    by `execute()` as one script per hash slot.
+
+    Against one server that is a single command for the whole batch: atomic like MULTI/EXEC, at a fraction of the
+    client's cost of packing and parsing each command (the event path's main cost). On a cluster each slot's share is
+    one script, atomic within the slot, and the scripts go in one pipeline. Replies are not returned: the batch is
+    for writes whose results nobody reads. Made by a `BatchWriter`.
+    """
+
+    def __init__(self, client: RedisClient, script: Script) -> None:
+        self._client = client
+        self._script = script
+        self._commands: list[tuple[Any, ...]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> None:
+        self._commands.append(args)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def execute(self) -> None:
+        if not self._commands:
+            return
+        if not is_cluster(self._client):
+            keys, args = _script_arguments(self._commands)
+            self._script(keys=keys, args=args)
+            return
+        by_slot: dict[int, list[tuple[Any, ...]]] = {}
+        for command in self._commands:
+            by_slot.setdefault(key_slot(_encode_key(command[1])), []).append(command)
+        pipe = self._client.pipeline()
+        for commands in by_slot.values():
+            keys, args = _script_arguments(commands)
+            queue_script(pipe, self._script, keys, args)
+        pipe.execute()
+
+
+class BatchWriter:
+    """Makes the WriteBatches of one client (its script registered once: EVALSHA, loaded again on NOSCRIPT)."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self._script = client.register_script(RUN_COMMANDS)
+
+    def batch(self) -> WriteBatch:
+        return WriteBatch(self.client, self._script)
+
+
+def _script_arguments(commands: list[tuple[Any, ...]]) -> tuple[list[Any], list[str]]:
+    """RUN_COMMANDS' KEYS (each key once) and ARGV for these commands. Numbers go as redis-py would send them (repr),
+    not as JSON numbers, which Lua would print back with 17 digits."""
+    keys: dict[Any, int] = {}
+    entries = [
+        [name, keys.setdefault(key, len(keys) + 1), *[a if isinstance(a, str) else repr(a) for a in rest]]
+        for name, key, *rest in commands
+    ]
+    return list(keys), [json.dumps(entries)]
+
+
+def _encode_key(key: Any) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
 
 
 class _Utf8:

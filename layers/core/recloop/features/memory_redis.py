@@ -25,6 +25,10 @@ class MemoryRedis:
     def pipeline(self, transaction: bool = False) -> MemoryPipeline:
         return MemoryPipeline(self)
 
+    def batch(self) -> MemoryPipeline:
+        """What `recloop.adapters.redis.BatchWriter.batch` gives a real server's client: queued writes, run in order."""
+        return MemoryPipeline(self)
+
     # strings
     def set(self, key: str, value: Any, nx: bool = False, ex: int | None = None) -> bool | None:
         if nx and key in self.strings:

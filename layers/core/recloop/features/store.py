@@ -4,16 +4,17 @@ Applying events costs two round trips, and an event is counted once however ofte
 
 1. a pipeline claims each event id with a short "pending" claim (SET NX with PENDING_CLAIM_SECONDS) and reads the
    user's recent items and the decay epoch;
-2. one MULTI/EXEC transaction updates user, item, global popularity and co-occurrence, and turns each claim into a
-   "done" claim kept for the de-duplication window.
+2. one script (`WriteBatch`: a single command, atomic like MULTI/EXEC) updates user, item, global popularity and
+   co-occurrence, and turns each claim into a "done" claim kept for the de-duplication window.
 
 So a failure anywhere (Redis killed, a Lambda timed out) leaves each event either applied in full with a done
 claim, or not applied with a pending claim that expires within seconds; the stream consumer then applies it. A
 pending claim is never taken over while its holder may still apply: an applier abandons its transaction if it
 could not send it within APPLY_DEADLINE_SECONDS of claiming, well inside the claim's lifetime.
 
-On a Redis Cluster a transaction cannot span slots, so the update is a plain pipeline there: a node failing in the
-middle of it can leave part of an event applied (docs/reliability.md).
+On a Redis Cluster a script cannot span slots, so the update is one script per slot there (the user's keys, the
+item's, each global key): a node failing in the middle of them can leave part of an event applied
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from functools import lru_cache
 from itertools import batched
 from typing import Any, NamedTuple
 
-from recloop.adapters.redis import DELETE_IF_EQUAL, Keys, RedisClient, is_cluster
+from recloop.adapters.redis import DELETE_IF_EQUAL, BatchWriter, Keys, RedisClient
 from recloop.core.errors import UnavailableError
 from recloop.core.events import CONVERSION_EVENTS, EVENT_WEIGHTS, EventType, Interaction
 from recloop.core.settings import Settings
 from recloop.features.decay import DecayClock
+from recloop.features.memory_redis import MemoryRedis
 from recloop.features.trending import TrendingRanking
 
 # How long a claim of an event being applied lives: far longer than an apply (two round trips), short enough that
@@ -140,10 +142,9 @@ class FeatureStore:
         self.settings = settings
         self.clock = DecayClock(redis_client, settings.half_life_seconds, historical=historical)
         self.trending = TrendingRanking(redis_client, settings.trending_half_life_seconds)
-        # A transaction makes each batch's update all-or-nothing; a cluster cannot run one across slots. Asked of the
-        # client, not of REDIS_CLUSTER: a store given a cluster client under other settings (a tool, a replay)
-        # would send MULTI across slots and fail every update.
-        self._transactional = not is_cluster(redis_client)
+        # One script makes each batch's update all-or-nothing (per slot on a cluster, which the writer asks of the
+        # client, not of REDIS_CLUSTER); an offline replay's in-process store runs the same writes in order.
+        self._writer = redis_client if isinstance(redis_client, MemoryRedis) else BatchWriter(redis_client)
         self._dedup_seconds = settings.deduplication_seconds
 
     # -- writes ---------------------------------------------------------------------------------
@@ -202,10 +203,10 @@ class FeatureStore:
         return outcomes
 
     def _queued_update(self, events: Sequence[Interaction], outcomes: list[ApplyOutcome], replies: list) -> Any:
-        """The one transaction that applies every claimed event of the batch and marks its claim done."""
+        """The one update that applies every claimed event of the batch and marks its claim done."""
         window = self.settings.cooccurrence_window
         recent_by_user: dict[str, list[RecentInteraction]] = {}
-        update = self.redis.pipeline(transaction=self._transactional)
+        update = self._writer.batch()
         for index, event in enumerate(events):
             if outcomes[index] is not ApplyOutcome.APPLIED:
                 continue
