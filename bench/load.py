@@ -39,6 +39,7 @@ import io
 import json
 import multiprocessing
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -413,7 +414,11 @@ def champion_files(events: list[Any]) -> dict[str, bytes]:
     mf = train_mf(events, MFHyperparameters())
     ranker, _ = train_ranker(events[-RANKER_TRAINING_EVENTS:], settings, MFHyperparameters(), RankerHyperparameters())
     return (
-        RankerModel(mf, ranker.booster).to_bundle(ModelMetadata(version="lgbm-load", kind=ModelKind.LGBM)).serialised()
+        RankerModel(mf, ranker.booster)
+        # Versions are immutable, and the recommend function keeps the models it loaded on local disk by version:
+        # a name of its own per run, or a worker would serve an earlier run's model.
+        .to_bundle(ModelMetadata(version=f"lgbm-load-{secrets.token_hex(4)}", kind=ModelKind.LGBM))
+        .serialised()
     )
 
 
