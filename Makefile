@@ -93,7 +93,7 @@ unit: $(STAMP) system-deps
 	$(PY) -m pytest tests -m "not build and not e2e" -q
 
 test: $(STAMP) build system-deps
-	$(PY) -m pytest tests --cov --cov-report=term --cov-fail-under=85 -q
+	$(PY) -m pytest tests --cov --cov-report=term --cov-fail-under=85 -q --durations=30
 	@$(MAKE) --no-print-directory test-cluster
 
 # The same integration and fault tests against a Redis Cluster of 3 primaries and 3 replicas that the session starts
