@@ -190,3 +190,44 @@ def test_a_bisected_retry_archives_its_halves_again_and_training_reads_each_even
     assert len(archived(aws)) == 3
     assert archived_event_ids(aws["s3"]) == sorted(f"e{n}" for n in range(1001, 1011))
     assert consumer.buffer_size() == 10
+
+
+def test_a_batch_is_applied_and_buffered_once_in_stream_order(consumer, dead_letters, redis_client) -> None:
+    batch = [record(str(1000 + n), user=f"u{n % 7}", item=f"i{n % 11}") for n in range(100)]
+    for _ in range(2):  # a redelivery changes nothing
+        assert process_kinesis_batch(kinesis_batch(batch), consumer, dead_letters) == {"batchItemFailures": []}
+    buffered = [json.loads(raw.split(" ", 1)[1])["event_id"] for raw in redis_client.lrange(Keys.ONLINE_BUFFER, 0, -1)]
+    assert buffered == [f"e{1000 + n}" for n in range(100)]
+    assert sum(int(redis_client.hget(Keys.item_features(f"i{n}"), "cnt:like")) for n in range(11)) == 100
+
+
+@pytest.mark.single_node("counts the packets sent to one server (a cluster pipeline sends one per node and slot)")
+def test_a_batch_takes_a_few_round_trips_not_a_few_per_record(consumer, dead_letters, redis_client, monkeypatch):
+    warm = [record("999", user="u0", item="i0", kind="view")]  # the scripts loaded, as after any earlier batch
+    assert process_kinesis_batch(kinesis_batch(warm), consumer, dead_letters) == {"batchItemFailures": []}
+    batch = [record(str(1000 + n), user=f"u{n % 7}", item=f"i{n % 11}") for n in range(100)]
+    sent = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(connection, command, check_health=True):
+        sent.append(command)
+        return send(connection, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    assert process_kinesis_batch(kinesis_batch(batch), consumer, dead_letters) == {"batchItemFailures": []}
+    # The batch's claims, its update, its buffer pipeline and the script check before it.
+    assert len(sent) <= 5
+    assert consumer.buffer_size() == 101
+
+
+def test_an_event_still_applied_elsewhere_waits_and_the_buffer_keeps_the_stream_order(
+    consumer, dead_letters, redis_client
+) -> None:
+    batch = [record(str(1100 + n), user="u1", item=f"i{n}") for n in range(5)]
+    # The event path holds the third event's pending claim, and dies before applying it: the claim expires.
+    redis_client.set(Keys.user_event_seen("u1", "e1102"), "another-applier", ex=1)
+    assert process_kinesis_batch(kinesis_batch(batch), consumer, dead_letters) == {"batchItemFailures": []}
+    buffered = [json.loads(raw.split(" ", 1)[1])["event_id"] for raw in redis_client.lrange(Keys.ONLINE_BUFFER, 0, -1)]
+    assert buffered == [f"e{1100 + n}" for n in range(5)]
+    assert all(redis_client.hget(Keys.item_features(f"i{n}"), "cnt:like") == "1" for n in range(5))
+    assert redis_client.hget(Keys.user_features("u1"), "cnt:like") == "5"

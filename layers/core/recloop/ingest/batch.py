@@ -41,13 +41,20 @@ def process_records(
     """Archive, apply and buffer each record once; see the module's docstring for poison and failed records.
     The events new here (not a redelivery's or a retry's) are counted and offered to the drift window once."""
     archive_failures = consumer.archive_many(records)
+    done = consumer.apply_and_buffer_many(
+        [r for r in records if r.sequence_number not in archive_failures and r.is_interaction]
+    )
     outcome = BatchOutcome()
     new_events: list[Interaction] = []
     for record in records:
         try:
             if record.sequence_number in archive_failures:
                 raise archive_failures[record.sequence_number]
-            if consumer.process(record, archive=False):
+            if record.sequence_number in done:
+                is_new = done[record.sequence_number] > 0
+            else:
+                is_new = consumer.process(record, archive=False)
+            if is_new:
                 new_events.append(record.interaction)
         except PoisonRecordError as exc:
             try:

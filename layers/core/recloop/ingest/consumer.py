@@ -15,6 +15,7 @@ A record that is not a valid interaction fails alone with its reason.
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -59,6 +60,13 @@ class StreamRecord:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
             raise PoisonRecordError(f"not an interaction ({reasons})") from exc
 
+    @property
+    def is_interaction(self) -> bool:
+        try:
+            return self.interaction is not None
+        except PoisonRecordError:
+            return False
+
 
 class StreamConsumer:
     def __init__(
@@ -85,6 +93,29 @@ class StreamConsumer:
         if self.store.apply_waiting(event) is ApplyOutcome.IN_FLIGHT:
             raise FeaturesInFlightError(f"event {event.event_id} is still being applied elsewhere; retry the record")
         return self.buffer.append_once(event) > 0
+
+    def apply_and_buffer_many(self, records: Sequence[StreamRecord]) -> dict[str, int]:
+        """A batch's features applied in one call and its events buffered in one more, rather than a few round trips
+        per record. For the records done here, by sequence number: the buffer's sequence (0: buffered before). The
+        rest (from the first event still being applied elsewhere, or all when Redis failed) go through `process`
+        one by one, in order, so the buffer keeps the stream's order."""
+        if not records:
+            return {}
+        try:
+            outcomes = self.store.apply_many([record.interaction for record in records])
+            done = list(
+                itertools.takewhile(
+                    lambda pair: pair[1] is not ApplyOutcome.IN_FLIGHT, zip(records, outcomes, strict=True)
+                )
+            )
+            sequences = self.buffer.append_many([record.interaction for record, _ in done])
+        except (*REDIS_ERRORS, UnavailableError) as exc:  # applied or not, each record is then tried alone
+            logger.warning("batch apply failed; records processed one by one", extra={"error": repr(exc)})
+            return {}
+        except Exception:  # a fault of ours: each record alone fails (and is retried) for itself
+            logger.exception("batch apply failed; records processed one by one")
+            return {}
+        return {record.sequence_number: sequence for (record, _), sequence in zip(done, sequences, strict=True)}
 
     def count_new_interactions(self, count: int) -> None:
         """Add a batch's new events to the count since the last retrain. Never fails the batch: its events are
