@@ -428,9 +428,9 @@ def redis_for(cluster: bool) -> Iterator[str]:
         with redis_server() as url:
             yield url
         return
-    from local.redis_cluster import RedisCluster
+    from local.redis_cluster import RedisClusterProcesses
 
-    with RedisCluster() as running:
+    with RedisClusterProcesses.start() as running:
         os.environ["REDIS_CLUSTER"] = "true"
         yield running.url
 

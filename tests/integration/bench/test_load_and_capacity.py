@@ -75,3 +75,17 @@ def test_kinesis_shards_follow_records_and_bytes_per_second() -> None:
 def test_api_gateway_prices_its_tiers() -> None:
     assert capacity.api_gateway_monthly(1e6) == pytest.approx(3.50)
     assert capacity.api_gateway_monthly(1e9) == pytest.approx(333 * 3.50 + 667 * 2.80)
+
+
+@pytest.mark.single_node("starts a cluster of its own beside the session's")
+def test_the_load_test_can_run_against_a_redis_cluster_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis.cluster
+
+    from bench import load
+
+    monkeypatch.setenv("REDIS_CLUSTER", "false")  # restored after: redis_for sets it for the workers
+    with load.redis_for(cluster=True) as url:
+        assert os.environ["REDIS_CLUSTER"] == "true"
+        client = redis.cluster.RedisCluster.from_url(url)
+        assert client.cluster_info()["cluster_state"] == "ok" and len(client.get_primaries()) == 3
+        client.close()
